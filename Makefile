@@ -1,0 +1,47 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Both set up everything they need first (apt Elixir if missing, the .venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup elixir lint test-python test-elixir bench clean
+
+demo: setup elixir
+	cd elixir_harness && MIX_ENV=dev mix run --no-deps-check ../examples/demo.exs
+
+test: setup elixir lint test-python test-elixir
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,ray]'
+	touch $@
+
+elixir:
+	@command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || { \
+	  echo "Installing Elixir from apt..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-os-mon >/dev/null; }
+
+lint: setup
+	$(PY) -m ruff check snakepit_py tests benchmarks examples priv
+	$(PY) -m ruff format --check snakepit_py tests benchmarks examples priv
+
+test-python: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-elixir: setup elixir
+	cd elixir_harness && mix format --check-formatted && \
+	  mix compile --warnings-as-errors --force && mix test
+
+bench: setup
+	taskset -c 0 $(PY) benchmarks/bench_codec.py
+	taskset -c 0 $(PY) benchmarks/bench_port.py
+
+clean:
+	rm -rf $(VENV) elixir_harness/_build .pytest_cache .ruff_cache

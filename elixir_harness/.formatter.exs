@@ -1,0 +1,8 @@
+[
+  inputs: [
+    "{mix,.formatter}.exs",
+    "{lib,test}/**/*.{ex,exs}",
+    "../examples/**/*.exs",
+    "../benchmarks/**/*.exs"
+  ]
+]

@@ -1,0 +1,48 @@
+defmodule Snakepit do
+  @moduledoc """
+  Call Python from Elixir through a supervised pool of Python processes.
+
+  Each worker is a Python process running `python -m snakepit_py worker
+  TARGET`, spoken to over an Erlang Port with the protocol in
+  `shared/spec/PROTOCOL.md`. State lives in Python (a worker class's
+  attributes); the BEAM side only routes messages, supervises and restarts.
+
+      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "examples/ml_worker.py", size: 3)
+
+      {:ok, _} = Snakepit.call(:ml, %{method: "load_model", args: ["gpt2"]})
+      {:ok, prediction} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]}, affinity: "gpt2")
+
+      {:error, %Snakepit.Error{kind: :exception, type: "KeyError"}} =
+        Snakepit.call(:ml, %{method: "predict", args: ["nope", "hi"]})
+
+  See `Snakepit.Pool`, `Snakepit.Worker`, `Snakepit.Stream` and `Snakepit.Error`.
+  """
+
+  alias Snakepit.{Call, Error}
+
+  @typedoc "`%{method: name, args: list, kwargs: map}`; `args` and `kwargs` are optional."
+  @type request :: %{
+          required(:method) => String.t() | atom(),
+          optional(:args) => list(),
+          optional(:kwargs) => map()
+        }
+
+  @doc """
+  Calls `request.method` on a worker of `pool` and waits for its result.
+
+  Options:
+
+    * `:timeout` - ms (default 5_000), queueing time included. When it runs
+      out the call is cancelled in Python and `{:error, %Snakepit.Error{kind:
+      :timeout}}` returned; the Python side is also told, as `timeout_ms`.
+    * `:affinity` - route to a worker that has this key loaded (see `Snakepit.Pool`)
+    * `:meta` - a map handed to the Python method as `current_call().meta`
+
+  Returns `{:ok, result}` or `{:error, %Snakepit.Error{}}`; it does not raise
+  for failures on the Python side or crashes of the worker.
+  """
+  @spec call(atom() | pid(), request(), keyword()) :: {:ok, term()} | {:error, Error.t()}
+  def call(pool, request, opts \\ []) do
+    Call.run(pool, Call.build!(request, opts, default_timeout: 5_000))
+  end
+end

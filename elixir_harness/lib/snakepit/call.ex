@@ -1,0 +1,163 @@
+defmodule Snakepit.Call do
+  @moduledoc false
+  # One request's life on the caller side: validate it, send it to a pool or a
+  # worker, wait for the one terminal reply, send `:cancel` when the caller's
+  # timeout runs out first.
+  #
+  # The reply address is a monitor alias (`monitor(..., alias: :demonitor)`,
+  # as `GenServer.call/3` does): once the caller stops waiting the alias is
+  # dead, so a late reply is dropped by the runtime instead of landing in the
+  # caller's mailbox.
+  #
+  # Messages (the `call` map is built here and read by Pool and Worker):
+  #   to a pool or worker:  {:"$snakepit_call", call}
+  #                         {:"$snakepit_cancel", ref}
+  #   to a worker:          {:"$snakepit_credit", ref, n}
+  #   to the caller (ref):  {ref, {:ok, result}} | {ref, {:error, %Snakepit.Error{}}}
+  #                         {ref, {:chunk, worker_pid, seq, data}}   (streams only)
+
+  alias Snakepit.Error
+
+  @type t :: %{
+          ref: reference() | nil,
+          method: String.t(),
+          args: list(),
+          kwargs: map(),
+          meta: map(),
+          deadline: integer() | nil,
+          stream: boolean(),
+          credit: non_neg_integer() | nil,
+          affinity: term(),
+          pool: pid() | nil,
+          queued_at: integer() | nil
+        }
+
+  @call_opts [:timeout, :affinity, :meta]
+
+  @doc "Validates `request` and `opts` into a call map (raises ArgumentError)."
+  @spec build!(term(), keyword(), keyword()) :: t()
+  def build!(request, opts, extra \\ []) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected opts to be a keyword list, got: #{inspect(opts)}"
+    end
+
+    allowed = @call_opts ++ Keyword.get(extra, :allowed, [])
+
+    case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown options #{inspect(bad)}, valid: #{inspect(allowed)}"
+    end
+
+    unless is_map(request) do
+      raise ArgumentError,
+            "expected a request map like %{method: \"name\", args: [...]}, got: #{inspect(request)}"
+    end
+
+    method =
+      case get(request, :method) do
+        m when is_binary(m) and m != "" -> m
+        m when is_atom(m) and m not in [nil, true, false] -> Atom.to_string(m)
+        _ -> raise ArgumentError, "request needs a :method (a string), got: #{inspect(request)}"
+      end
+
+    args = get(request, :args) || []
+    kwargs = get(request, :kwargs) || %{}
+    meta = Keyword.get(opts, :meta) || get(request, :meta) || %{}
+
+    unless is_list(args),
+      do: raise(ArgumentError, "request :args must be a list, got: #{inspect(args)}")
+
+    unless is_map(kwargs),
+      do: raise(ArgumentError, "request :kwargs must be a map, got: #{inspect(kwargs)}")
+
+    unless is_map(meta), do: raise(ArgumentError, ":meta must be a map, got: #{inspect(meta)}")
+
+    timeout = Keyword.get(opts, :timeout, Keyword.fetch!(extra, :default_timeout))
+
+    unless timeout == :infinity or (is_integer(timeout) and timeout >= 0) do
+      raise ArgumentError,
+            ":timeout must be a non-negative integer or :infinity, got: #{inspect(timeout)}"
+    end
+
+    %{
+      ref: nil,
+      method: method,
+      args: args,
+      kwargs: kwargs,
+      meta: meta,
+      deadline: if(timeout == :infinity, do: nil, else: now_ms() + timeout),
+      timeout: timeout,
+      stream: false,
+      credit: nil,
+      affinity: Keyword.get(opts, :affinity),
+      pool: nil,
+      queued_at: nil
+    }
+  end
+
+  defp get(map, key), do: Map.get(map, key, Map.get(map, Atom.to_string(key)))
+
+  @doc "Sends a built call to `target` (pool name or pid, worker pid) and waits for the reply."
+  @spec run(atom() | pid(), t()) :: {:ok, term()} | {:error, Error.t()}
+  def run(target, call) do
+    case start(target, call) do
+      {:ok, pid, ref} -> await(pid, ref, call.timeout)
+      {:error, _} = error -> error
+    end
+  end
+
+  @doc "Sends the call; returns the resolved pid and the reply alias."
+  @spec start(atom() | pid(), t()) :: {:ok, pid(), reference()} | {:error, Error.t()}
+  def start(target, call) do
+    case whereis(target) do
+      nil ->
+        {:error, Error.new(:noproc, "#{inspect(target)} is not running")}
+
+      pid ->
+        ref = :erlang.monitor(:process, pid, [{:alias, :demonitor}])
+        send(pid, {:"$snakepit_call", %{call | ref: ref}})
+        {:ok, pid, ref}
+    end
+  end
+
+  defp await(pid, ref, timeout) do
+    receive do
+      {^ref, reply} ->
+        Process.demonitor(ref, [:flush])
+        reply
+
+      {:DOWN, ^ref, _, _, reason} ->
+        {:error, down_error(pid, reason)}
+    after
+      timeout ->
+        Process.demonitor(ref, [:flush])
+
+        receive do
+          {^ref, reply} -> reply
+        after
+          0 ->
+            send(pid, {:"$snakepit_cancel", ref})
+            {:error, Error.new(:timeout, "no reply within #{timeout} ms; the call was cancelled")}
+        end
+    end
+  end
+
+  @doc false
+  def down_error(pid, :noproc), do: Error.new(:noproc, "#{inspect(pid)} is not running")
+
+  def down_error(pid, reason),
+    do: Error.new(:worker_crashed, "#{inspect(pid)} exited: #{inspect(reason)}")
+
+  @doc false
+  def whereis(pid) when is_pid(pid), do: pid
+  def whereis(name) when is_atom(name), do: Process.whereis(name)
+
+  def whereis(other),
+    do: raise(ArgumentError, "expected a pool name (atom) or a pid, got: #{inspect(other)}")
+
+  @doc false
+  def reply(%{ref: ref}, reply), do: send(ref, {ref, reply})
+
+  @doc false
+  def now_ms, do: System.monotonic_time(:millisecond)
+end

@@ -1,0 +1,97 @@
+defmodule Snakepit.Error do
+  @moduledoc """
+  Why a call failed.
+
+  `kind` says which family the failure belongs to. The Python worker reports
+  (PROTOCOL.md section 5):
+
+    * `:exception` - user code raised; `type`, `message` and `traceback` are
+      the Python exception's
+    * `:unknown_method`, `:bad_arguments`, `:timeout`, `:cancelled`,
+      `:unencodable`, `:bad_request`, `:overloaded`, `:shutting_down`
+
+  The harness adds:
+
+    * `:worker_crashed` - the Python process died while the call was in flight
+    * `:protocol_error` - the worker sent a frame the BEAM refused to decode
+    * `:start_failed` - the worker never sent `:ready`; `message` ends with the
+      tail of its stderr
+    * `:timeout` - also used when the caller's own timeout runs out first
+    * `:noproc` - the pool or worker is not running
+
+  `details` is the protocol's `details` map (e.g. `known` method names for
+  `:unknown_method`, `signature` for `:bad_arguments`).
+  """
+
+  defexception kind: nil, type: nil, message: "", traceback: nil, details: %{}
+
+  @type kind ::
+          :exception
+          | :unknown_method
+          | :bad_arguments
+          | :timeout
+          | :cancelled
+          | :unencodable
+          | :bad_request
+          | :overloaded
+          | :shutting_down
+          | :worker_crashed
+          | :protocol_error
+          | :start_failed
+          | :noproc
+
+  @type t :: %__MODULE__{
+          kind: kind() | atom(),
+          type: String.t() | nil,
+          message: String.t(),
+          traceback: String.t() | nil,
+          details: map()
+        }
+
+  @doc "Builds an error from the protocol's error map."
+  @spec from_wire(term()) :: t()
+  def from_wire(%{} = map) do
+    %__MODULE__{
+      kind: wire_kind(Map.get(map, :kind)),
+      type: Map.get(map, :type),
+      message: to_text(Map.get(map, :message, "")),
+      traceback: Map.get(map, :traceback),
+      details: map_or_empty(Map.get(map, :details))
+    }
+  end
+
+  def from_wire(other) do
+    %__MODULE__{kind: :protocol_error, message: "malformed error from worker: #{inspect(other)}"}
+  end
+
+  @doc false
+  @spec new(atom(), String.t(), keyword()) :: t()
+  def new(kind, message, fields \\ []) do
+    struct!(%__MODULE__{kind: kind, message: message}, fields)
+  end
+
+  @impl true
+  def message(%__MODULE__{kind: :exception} = error) do
+    head = "Python #{error.type || "exception"}: #{error.message}"
+    with_traceback(head, error.traceback)
+  end
+
+  def message(%__MODULE__{} = error) do
+    type = if error.type, do: " (#{error.type})", else: ""
+    with_traceback("#{error.kind}#{type}: #{error.message}", error.traceback)
+  end
+
+  defp with_traceback(head, tb) when is_binary(tb) and tb != "",
+    do: head <> "\n\n" <> String.trim_trailing(tb)
+
+  defp with_traceback(head, _tb), do: head
+
+  defp wire_kind(kind) when is_atom(kind) and not is_nil(kind), do: kind
+  defp wire_kind(_), do: :protocol_error
+
+  defp to_text(text) when is_binary(text), do: text
+  defp to_text(other), do: inspect(other)
+
+  defp map_or_empty(%{} = map), do: map
+  defp map_or_empty(_), do: %{}
+end

@@ -1,0 +1,141 @@
+defmodule Snakepit.OSProcess do
+  @moduledoc false
+  # Everything that touches the operating system: which Python to run, how to
+  # launch it, whether an OS pid is still alive, signals, the stderr log.
+
+  # elixir_harness/lib/snakepit -> the repository root
+  @repo_root Path.expand("../../..", __DIR__)
+
+  @doc "The Python to launch: `python:`, else $SNAKEPIT_PYTHON, else the repo's .venv, else python3."
+  @spec python(String.t() | nil) :: String.t()
+  def python(explicit \\ nil) do
+    venv = Path.join(@repo_root, ".venv/bin/python")
+
+    cond do
+      is_binary(explicit) -> explicit
+      (env = System.get_env("SNAKEPIT_PYTHON")) not in [nil, ""] -> env
+      File.exists?(venv) -> venv
+      found = System.find_executable("python3") -> found
+      true -> "python3"
+    end
+  end
+
+  @doc "The repository root (where `.venv` lives)."
+  def repo_root, do: @repo_root
+
+  @doc """
+  Opens the port. With a `log` path the program runs through `/bin/sh`, which
+  `exec`s it (same OS pid) with stdin from /dev/null and stdout and stderr
+  appended to `log`, so its output can be quoted when it fails to start.
+  """
+  @spec open_port(String.t(), [String.t()], keyword()) :: port()
+  def open_port(executable, args, opts) do
+    {exe, argv} =
+      case Keyword.get(opts, :log) do
+        nil ->
+          {executable, args}
+
+        log ->
+          script = ~S(log=$1; shift; exec "$@" </dev/null >>"$log" 2>&1)
+          {"/bin/sh", ["-c", script, "sh", log, executable | args]}
+      end
+
+    port_opts =
+      [:binary, {:packet, 4}, :exit_status, :nouse_stdio, args: argv] ++
+        if(cd = opts[:cd], do: [cd: cd], else: []) ++
+        if(env = opts[:env], do: [env: charlist_env(env)], else: [])
+
+    Port.open({:spawn_executable, resolve(exe)}, port_opts)
+  end
+
+  defp resolve(exe) do
+    if String.contains?(exe, "/"), do: exe, else: System.find_executable(exe) || exe
+  end
+
+  defp charlist_env(env) do
+    Enum.map(env, fn
+      {k, nil} -> {to_charlist(k), false}
+      {k, v} -> {to_charlist(k), to_charlist(v)}
+    end)
+  end
+
+  @doc "True while the OS process exists and is not a zombie."
+  @spec alive?(pos_integer() | nil) :: boolean()
+  def alive?(nil), do: false
+
+  def alive?(os_pid) when is_integer(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} ->
+        # "pid (comm) S ...": the state follows the last ')'
+        rest = stat |> :binary.split(")", [:global]) |> List.last()
+        not String.starts_with?(String.trim_leading(rest), ["Z", "X"])
+
+      {:error, :enoent} ->
+        false
+
+      {:error, _} ->
+        match?({_, 0}, System.cmd("kill", ["-0", "#{os_pid}"], stderr_to_stdout: true))
+    end
+  end
+
+  @doc "Sends `signal` (\"TERM\", \"KILL\") to an OS pid; a vanished pid is fine."
+  @spec signal(pos_integer(), String.t()) :: :ok
+  def signal(os_pid, signal) when is_integer(os_pid) do
+    System.cmd("kill", ["-#{signal}", "#{os_pid}"], stderr_to_stdout: true)
+    :ok
+  end
+
+  @doc "Waits up to `timeout` ms for the OS pid to be gone; true if it is."
+  @spec await_exit(pos_integer() | nil, non_neg_integer()) :: boolean()
+  def await_exit(os_pid, timeout) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    do_await_exit(os_pid, deadline)
+  end
+
+  defp do_await_exit(os_pid, deadline) do
+    cond do
+      not alive?(os_pid) ->
+        true
+
+      System.monotonic_time(:millisecond) >= deadline ->
+        false
+
+      true ->
+        Process.sleep(10)
+        do_await_exit(os_pid, deadline)
+    end
+  end
+
+  @doc "A fresh log file for one worker's stdout and stderr."
+  @spec new_log(String.t()) :: String.t()
+  def new_log(worker_id) do
+    dir = Path.join(System.tmp_dir!(), "snakepit")
+    File.mkdir_p!(dir)
+    safe = String.replace(worker_id, ~r/[^A-Za-z0-9_.-]/, "_")
+    Path.join(dir, "#{safe}-#{System.unique_integer([:positive])}.log")
+  end
+
+  @doc "The last `bytes` of a log file, or \"\"."
+  @spec tail(String.t() | nil, pos_integer()) :: String.t()
+  def tail(path, bytes \\ 2000)
+  def tail(nil, _bytes), do: ""
+
+  def tail(path, bytes) do
+    with {:ok, %File.Stat{size: size}} <- File.stat(path),
+         {:ok, io} <- File.open(path, [:read, :binary]) do
+      try do
+        skip = max(size - bytes, 0)
+        {:ok, _} = :file.position(io, skip)
+
+        case IO.binread(io, bytes) do
+          data when is_binary(data) -> data
+          _ -> ""
+        end
+      after
+        File.close(io)
+      end
+    else
+      _ -> ""
+    end
+  end
+end

@@ -1,0 +1,515 @@
+defmodule Snakepit.Pool do
+  @moduledoc """
+  A supervised pool of Python workers.
+
+      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "ml_worker.py", size: 3)
+      {:ok, result} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]})
+
+  Each call goes to an idle worker; when every worker is busy it waits in a
+  FIFO queue. A worker whose Python process dies fails its in-flight call at
+  once (`:worker_crashed`) and comes back by itself; the pool routes around it
+  meanwhile.
+
+  ## Affinity
+
+  `Snakepit.call(pool, request, affinity: key)` sends the call to a worker
+  whose Python side reported `key` as loaded — from a health poll (every
+  `:health_interval` ms) or a pushed `"loaded_models"` event — waiting for
+  that worker if it is busy. When no live worker has `key`, any worker takes
+  the call.
+
+  ## Options
+
+    * `:name` (required) - the atom the pool is registered under
+    * `:target` (required) - the worker TARGET, e.g. `"path/worker.py"`
+    * `:size` - number of Python processes (default: schedulers online)
+    * `:python` - the interpreter (see `Snakepit.Worker`)
+    * `:worker_opts` - CLI options for each Python worker, e.g. `[threads: 2]`
+    * `:health_interval` - ms between health polls, or `nil` (default) for none
+    * `:start_timeout`, `:shutdown_grace`, `:cancel_grace`, `:output`,
+      `:restart_window`, `:cd`, `:env` - passed to every `Snakepit.Worker`
+
+  `start_link/1` returns once every worker is ready, or
+  `{:error, %Snakepit.Error{kind: :start_failed}}` if one could not start.
+  """
+
+  use GenServer
+
+  alias Snakepit.{Call, Error, Worker}
+
+  @worker_keys [
+    :python,
+    :worker_opts,
+    :start_timeout,
+    :shutdown_grace,
+    :cancel_grace,
+    :output,
+    :restart_window,
+    :cd,
+    :env
+  ]
+  @known [:name, :target, :size, :health_interval | @worker_keys]
+
+  @type name :: atom()
+
+  @doc false
+  def child_spec(opts) do
+    %{
+      id: {__MODULE__, Keyword.get(opts, :name)},
+      start: {__MODULE__, :start_link, [opts]},
+      type: :supervisor
+    }
+  end
+
+  @doc "Starts the pool and its workers; returns once all are ready."
+  @spec start_link(keyword()) :: Supervisor.on_start() | {:error, Error.t()}
+  def start_link(opts) do
+    opts = validate!(opts)
+
+    with {:ok, sup} <- Supervisor.start_link(__MODULE__.Tree, opts) do
+      case await_ready(opts[:name], Keyword.get(opts, :start_timeout, 10_000) + 2_000) do
+        :ok ->
+          {:ok, sup}
+
+        {:error, error} ->
+          Process.unlink(sup)
+          Supervisor.stop(sup, :normal)
+          {:error, error}
+      end
+    end
+  end
+
+  @doc "Stops the pool: every worker shuts its Python process down (see `Snakepit.Worker`)."
+  @spec stop(name(), timeout()) :: :ok
+  def stop(pool, timeout \\ :infinity) do
+    pool |> GenServer.call(:supervisor) |> Supervisor.stop(:normal, timeout)
+  end
+
+  @doc "Waits until every worker has been ready once."
+  @spec await_ready(name(), timeout()) :: :ok | {:error, Error.t()}
+  def await_ready(pool, timeout \\ 10_000) do
+    GenServer.call(pool, :await_ready, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, Error.new(:timeout, "pool not ready within #{timeout} ms")}
+  end
+
+  @doc """
+  Pool statistics: `workers`, `ready`, `busy`, `idle`, `down`, `queue_depth`,
+  `avg_queue_time_ms` (over every call dispatched), `served`, `restarts` and
+  `worker_details` (one map per worker: `worker_id`, `os_pid`, `status`,
+  `served`, `loaded_models`).
+  """
+  @spec stats(name()) :: map()
+  def stats(pool), do: GenServer.call(pool, :stats)
+
+  @doc "The pids of the pool's workers (for `Snakepit.Worker` functions)."
+  @spec workers(name()) :: [pid()]
+  def workers(pool), do: GenServer.call(pool, :workers)
+
+  defp validate!(opts) do
+    unless Keyword.keyword?(opts),
+      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
+
+    case Keyword.keys(opts) -- @known do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown pool options #{inspect(bad)}, got: #{inspect(opts)}"
+    end
+
+    name = opts[:name]
+
+    unless is_atom(name) and name not in [nil, true, false],
+      do: raise(ArgumentError, ":name must be an atom, got: #{inspect(name)}")
+
+    size = Keyword.get(opts, :size, System.schedulers_online())
+
+    unless is_integer(size) and size > 0,
+      do: raise(ArgumentError, ":size must be a positive integer, got: #{inspect(size)}")
+
+    interval = opts[:health_interval]
+
+    unless is_nil(interval) or (is_integer(interval) and interval > 0),
+      do:
+        raise(
+          ArgumentError,
+          ":health_interval must be a positive integer or nil, got: #{inspect(interval)}"
+        )
+
+    unless is_binary(opts[:target]),
+      do: raise(ArgumentError, ":target must be a string, got: #{inspect(opts[:target])}")
+
+    Keyword.put(opts, :size, size)
+  end
+
+  # ---------------------------------------------------------------- server
+
+  @impl true
+  def init({opts, sup}) do
+    if interval = opts[:health_interval], do: Process.send_after(self(), :health_poll, interval)
+
+    {:ok,
+     %{
+       name: opts[:name],
+       sup: sup,
+       size: opts[:size],
+       health_interval: opts[:health_interval],
+       workers: %{},
+       calls: %{},
+       queue: :queue.new(),
+       clock: 0,
+       dispatched: 0,
+       queue_time_us: 0,
+       restarts: 0,
+       start_error: nil,
+       ready_waiters: []
+     }}
+  end
+
+  @impl true
+  def handle_call(:await_ready, from, state) do
+    case ready_status(state) do
+      :waiting -> {:noreply, %{state | ready_waiters: [from | state.ready_waiters]}}
+      reply -> {:reply, reply, state}
+    end
+  end
+
+  def handle_call(:stats, _from, state), do: {:reply, stats_of(state), state}
+  def handle_call(:workers, _from, state), do: {:reply, Map.keys(state.workers), state}
+  def handle_call(:supervisor, _from, state), do: {:reply, state.sup, state}
+
+  @impl true
+  def handle_info({:"$snakepit_call", call}, state) do
+    call = %{call | pool: state.name, queued_at: System.monotonic_time(:microsecond)}
+
+    case pick(call, state) do
+      nil -> {:noreply, %{state | queue: :queue.in(call, state.queue)}}
+      worker -> {:noreply, dispatch(call, worker, state)}
+    end
+  end
+
+  def handle_info({:"$snakepit_checkin", pid, ref}, state) do
+    case state.workers do
+      %{^pid => %{call: %{ref: ^ref}} = w} ->
+        w = %{w | status: :idle, call: nil, served: w.served + 1}
+
+        state = %{
+          state
+          | workers: %{state.workers | pid => w},
+            calls: Map.delete(state.calls, ref)
+        }
+
+        {:noreply, serve_queue(pid, state)}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:"$snakepit_cancel", ref}, state) do
+    case state.calls do
+      %{^ref => pid} ->
+        send(pid, {:"$snakepit_cancel", ref})
+        {:noreply, state}
+
+      _ ->
+        {cancelled, queue} = split_queue(state.queue, &(&1.ref == ref))
+        err = Error.new(:cancelled, "cancelled while waiting for a worker")
+        Enum.each(cancelled, &Call.reply(&1, {:error, err}))
+        {:noreply, %{state | queue: queue}}
+    end
+  end
+
+  def handle_info({:"$snakepit_ready", pid, info}, state) do
+    w =
+      state.workers
+      |> Map.get_lazy(pid, fn -> new_worker(pid) end)
+      |> Map.merge(%{status: :idle, call: nil, worker_id: info.worker_id, os_pid: info.os_pid})
+      |> Map.put(:ever_ready, true)
+
+    state = %{state | workers: Map.put(state.workers, pid, w)}
+    state = answer_ready_waiters(state)
+    {:noreply, serve_queue(pid, state)}
+  end
+
+  def handle_info({:"$snakepit_start_failed", pid, error}, state) do
+    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid) end)
+    state = %{state | workers: Map.put(state.workers, pid, %{w | status: :down})}
+
+    state = if w.ever_ready, do: state, else: answer_ready_waiters(%{state | start_error: error})
+
+    {:noreply, state}
+  end
+
+  def handle_info({:"$snakepit_down", pid, _error}, state) do
+    case state.workers do
+      %{^pid => w} ->
+        calls = if w.call, do: Map.delete(state.calls, w.call.ref), else: state.calls
+        w = %{w | status: :down, call: nil, models: MapSet.new()}
+        state = %{state | workers: %{state.workers | pid => w}, calls: calls}
+        {:noreply, serve_all(%{state | restarts: state.restarts + 1})}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:"$snakepit_requeue", pid, call}, state) do
+    state =
+      case state.workers do
+        %{^pid => %{call: %{ref: ref}} = w} when ref == call.ref ->
+          %{state | workers: %{state.workers | pid => %{w | call: nil, status: :down}}}
+
+        _ ->
+          state
+      end
+
+    state = %{
+      state
+      | calls: Map.delete(state.calls, call.ref),
+        queue: :queue.in_r(call, state.queue)
+    }
+
+    {:noreply, serve_all(state)}
+  end
+
+  def handle_info({:"$snakepit_models", pid, models}, state) do
+    case state.workers do
+      %{^pid => w} ->
+        models = MapSet.new(models, &model_key/1)
+        {:noreply, serve_all(%{state | workers: %{state.workers | pid => %{w | models: models}}})}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:DOWN, _mref, :process, pid, reason}, state) do
+    # The worker GenServer itself died (not just its Python process).
+    case Map.pop(state.workers, pid) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {w, workers} ->
+        if w.call, do: Call.reply(w.call, {:error, Call.down_error(pid, reason)})
+        calls = if w.call, do: Map.delete(state.calls, w.call.ref), else: state.calls
+        {:noreply, serve_all(%{state | workers: workers, calls: calls})}
+    end
+  end
+
+  def handle_info(:health_poll, state) do
+    for {pid, %{status: status}} <- state.workers,
+        status != :down,
+        do: send(pid, :"$snakepit_poll_health")
+
+    Process.send_after(self(), :health_poll, state.health_interval)
+    {:noreply, state}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  # --------------------------------------------------------------- routing
+
+  defp new_worker(pid) do
+    Process.monitor(pid)
+
+    %{
+      status: :down,
+      call: nil,
+      worker_id: nil,
+      os_pid: nil,
+      served: 0,
+      last_used: 0,
+      models: MapSet.new(),
+      ever_ready: false
+    }
+  end
+
+  # An idle worker for this call, or nil to queue it.
+  defp pick(%{affinity: nil}, state), do: least_recently_used(state.workers)
+
+  defp pick(%{affinity: key}, state) do
+    key = model_key(key)
+
+    case Enum.filter(state.workers, fn {_, w} -> w.status != :down and key in w.models end) do
+      [] -> least_recently_used(state.workers)
+      holders -> least_recently_used(holders)
+    end
+  end
+
+  defp least_recently_used(workers) do
+    workers
+    |> Enum.filter(fn {_, w} -> w.status == :idle end)
+    |> Enum.min_by(fn {_, w} -> w.last_used end, fn -> nil end)
+    |> case do
+      nil -> nil
+      {pid, _} -> pid
+    end
+  end
+
+  defp eligible?(%{affinity: nil}, _w, _state), do: true
+
+  defp eligible?(%{affinity: key}, w, state) do
+    key = model_key(key)
+
+    key in w.models or
+      not Enum.any?(state.workers, fn {_, o} -> o.status != :down and key in o.models end)
+  end
+
+  defp dispatch(call, pid, state) do
+    send(pid, {:"$snakepit_call", call})
+    waited = System.monotonic_time(:microsecond) - call.queued_at
+    w = %{state.workers[pid] | status: :busy, call: call, last_used: state.clock + 1}
+
+    %{
+      state
+      | workers: %{state.workers | pid => w},
+        calls: Map.put(state.calls, call.ref, pid),
+        clock: state.clock + 1,
+        dispatched: state.dispatched + 1,
+        queue_time_us: state.queue_time_us + waited
+    }
+  end
+
+  # Give the idle worker `pid` the first queued call it may take.
+  defp serve_queue(pid, state) do
+    w = state.workers[pid]
+
+    if w && w.status == :idle && not :queue.is_empty(state.queue) do
+      case take_first(state.queue, &eligible?(&1, w, state)) do
+        nil -> state
+        {call, queue} -> dispatch(call, pid, %{state | queue: queue})
+      end
+    else
+      state
+    end
+  end
+
+  defp serve_all(state) do
+    state.workers
+    |> Enum.filter(fn {_, w} -> w.status == :idle end)
+    |> Enum.sort_by(fn {_, w} -> w.last_used end)
+    |> Enum.reduce(state, fn {pid, _}, acc -> serve_queue(pid, acc) end)
+  end
+
+  defp take_first(queue, fun) do
+    {value, rest} = :queue.out(queue)
+
+    case value do
+      {:value, item} ->
+        if fun.(item) do
+          {item, rest}
+        else
+          case split_queue(queue, fun) do
+            {[item | others], left} ->
+              {item, Enum.reduce(Enum.reverse(others), left, &:queue.in_r/2)}
+
+            {[], _} ->
+              nil
+          end
+        end
+
+      :empty ->
+        nil
+    end
+  end
+
+  # Splits at the first matching item: {[match | items after it...], items before it}.
+  # With a `ref` match there is at most one match, so this also serves cancel.
+  defp split_queue(queue, fun) do
+    {before, from_match} = queue |> :queue.to_list() |> Enum.split_while(&(not fun.(&1)))
+
+    case from_match do
+      [] -> {[], queue}
+      [match | after_match] -> {[match], :queue.from_list(before ++ after_match)}
+    end
+  end
+
+  defp model_key(key) when is_binary(key), do: key
+  defp model_key(key) when is_atom(key), do: Atom.to_string(key)
+  defp model_key(key), do: key
+
+  # ------------------------------------------------------------ readiness
+
+  defp ready_status(state) do
+    ready = Enum.count(state.workers, fn {_, w} -> w.ever_ready end)
+
+    cond do
+      ready >= state.size -> :ok
+      state.start_error -> {:error, state.start_error}
+      true -> :waiting
+    end
+  end
+
+  defp answer_ready_waiters(%{ready_waiters: []} = state), do: state
+
+  defp answer_ready_waiters(state) do
+    case ready_status(state) do
+      :waiting ->
+        state
+
+      reply ->
+        Enum.each(state.ready_waiters, &GenServer.reply(&1, reply))
+        %{state | ready_waiters: []}
+    end
+  end
+
+  defp stats_of(state) do
+    count = fn status -> Enum.count(state.workers, fn {_, w} -> w.status == status end) end
+
+    %{
+      workers: state.size,
+      ready: count.(:idle) + count.(:busy),
+      busy: count.(:busy),
+      idle: count.(:idle),
+      down: state.size - count.(:idle) - count.(:busy),
+      queue_depth: :queue.len(state.queue),
+      avg_queue_time_ms:
+        if(state.dispatched == 0, do: 0.0, else: state.queue_time_us / state.dispatched / 1000),
+      served: state.workers |> Map.values() |> Enum.map(& &1.served) |> Enum.sum(),
+      restarts: state.restarts,
+      worker_details:
+        state.workers
+        |> Map.values()
+        |> Enum.sort_by(&to_string(&1.worker_id))
+        |> Enum.map(fn w ->
+          %{
+            worker_id: w.worker_id,
+            os_pid: w.os_pid,
+            status: w.status,
+            served: w.served,
+            loaded_models: w.models |> MapSet.to_list() |> Enum.sort()
+          }
+        end)
+    }
+  end
+
+  defmodule Tree do
+    @moduledoc false
+    # rest_for_one: the routing server first, then the workers; if the server
+    # restarts, the workers restart with it and announce themselves again.
+    use Supervisor
+
+    def init(opts) do
+      name = opts[:name]
+      label = name |> inspect() |> String.trim_leading(":")
+      worker_opts = Keyword.take(opts, [:target | Snakepit.Pool.__worker_keys__()])
+
+      server = %{
+        id: :server,
+        start: {GenServer, :start_link, [Snakepit.Pool, {opts, self()}, [name: name]]}
+      }
+
+      workers =
+        for i <- 1..opts[:size] do
+          Supervisor.child_spec(
+            {Worker, [id: {Worker, i}, pool: name, worker_id: "#{label}-#{i}"] ++ worker_opts},
+            id: {Worker, i}
+          )
+        end
+
+      Supervisor.init([server | workers], strategy: :rest_for_one)
+    end
+  end
+
+  @doc false
+  def __worker_keys__, do: @worker_keys
+end

@@ -1,0 +1,766 @@
+defmodule Snakepit.Worker do
+  @moduledoc """
+  A GenServer owning one Python worker process, over one Port.
+
+  It launches `python -m snakepit_py worker TARGET ...` with the protocol on
+  fds 3/4 (`{:packet, 4}`), waits for the `:ready` frame, sends calls tagged
+  with ids and routes each terminal reply back to its caller. When the Python
+  process dies, every call in flight gets `{:error, %Snakepit.Error{kind:
+  :worker_crashed}}` at once and the process is started again (immediately
+  the first time, with a growing delay when it keeps crashing).
+
+  Pools start workers for you; start one yourself when you want to talk to a
+  single Python process:
+
+      {:ok, w} = Snakepit.Worker.start_link(target: "worker.py")
+      {:ok, 3} = Snakepit.Worker.call(w, %{method: "add", args: [1, 2]})
+
+  ## Options
+
+    * `:target` (required) - `path/worker.py`, `pkg.mod` or `pkg.mod:Class`
+    * `:python` - the interpreter; default `$SNAKEPIT_PYTHON`, else the
+      repository's `.venv/bin/python`, else `python3`
+    * `:worker_id` - name used in logs and health reports
+    * `:worker_opts` - CLI options for the worker, e.g. `[threads: 2]`
+      becomes `--threads 2`
+    * `:cd`, `:env` - working directory and extra environment (`[{"K", "v"}]`)
+    * `:start_timeout` - ms to wait for `:ready` (default 10_000)
+    * `:shutdown_grace` - ms in-flight calls get to finish on stop (default 2_000)
+    * `:cancel_grace` - ms a cancelled call gets to end before the Python
+      process is killed as a last resort (default 5_000, or `:infinity`)
+    * `:output` - `:capture` (default) writes the process's stdout and stderr
+      to a log file whose tail is quoted when it fails to start or crashes;
+      `:inherit` leaves them on the BEAM's own stdout/stderr
+    * `:restart_window` - ms within which crashes count towards the restart
+      backoff (default 10_000)
+    * `:name` - GenServer name
+
+  When the worker is stopped (by its supervisor or `stop/1`) it sends
+  `{:shutdown, grace}`, waits, closes the port, then sends SIGTERM and finally
+  SIGKILL to the OS process: no orphans. If the owning BEAM process is killed
+  outright, the closed port makes the Python process exit on its own.
+  """
+
+  use GenServer
+  require Logger
+
+  alias Snakepit.{Call, Error, OSProcess}
+
+  @default_start_timeout 10_000
+  @default_grace 2_000
+  @default_cancel_grace 5_000
+  @backoff_max 5_000
+
+  @type worker :: pid() | atom()
+
+  # binary_to_term(bin, [:safe]) only decodes atoms that already exist. These
+  # are every atom PROTOCOL.md names; listing them here creates them when this
+  # module loads.
+  @protocol_atoms ~w(ready ok error chunk health describe event log bye call cancel credit
+    shutdown protocol pid worker_id python version methods threads max_inflight kind type
+    message traceback details known signature reason status healthy busy draining uptime_ms
+    memory_mb inflight served failed loaded_models extra name doc params required default
+    annotation streaming async timeout_ms debug info warning critical logger call_id
+    exception unknown_method bad_arguments timeout cancelled unencodable bad_request
+    overloaded shutting_down kind positional_only meta credit)a
+
+  @doc false
+  def __protocol_atoms__, do: @protocol_atoms
+
+  @doc false
+  def child_spec(opts) do
+    grace = Keyword.get(opts, :shutdown_grace, @default_grace)
+
+    %{
+      id: Keyword.get(opts, :id, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]},
+      shutdown: grace + 3_000
+    }
+  end
+
+  @doc """
+  Starts a worker. Without a `:pool` it returns once the Python process is
+  ready, or `{:error, %Snakepit.Error{kind: :start_failed}}` quoting the tail of
+  its output.
+  """
+  @spec start_link(keyword()) :: GenServer.on_start() | {:error, Error.t()}
+  def start_link(opts) do
+    opts = validate!(opts)
+    gen_opts = if name = opts[:name], do: [name: name], else: []
+
+    with {:ok, pid} <- GenServer.start_link(__MODULE__, opts, gen_opts) do
+      if opts[:pool] do
+        {:ok, pid}
+      else
+        case await_ready(pid, opts[:start_timeout] + 1_000) do
+          {:ok, _info} ->
+            {:ok, pid}
+
+          {:error, error} ->
+            Process.unlink(pid)
+            GenServer.stop(pid, :normal)
+            {:error, error}
+        end
+      end
+    end
+  end
+
+  @doc "Calls a method on this worker. Same request and options as `Snakepit.call/3`."
+  @spec call(worker(), map(), keyword()) :: {:ok, term()} | {:error, Error.t()}
+  def call(worker, request, opts \\ []) do
+    Call.run(worker, Call.build!(request, opts, default_timeout: 5_000))
+  end
+
+  @doc "Asks the Python process for its health report (answered even when it is busy)."
+  @spec health_check(worker(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def health_check(worker, timeout \\ 5_000), do: ask(worker, :health, timeout)
+
+  @doc "Asks the Python process for its method catalogue."
+  @spec describe(worker(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def describe(worker, timeout \\ 5_000), do: ask(worker, :describe, timeout)
+
+  @doc "Waits until the Python process has sent `:ready`; returns its ready info."
+  @spec await_ready(worker(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def await_ready(worker, timeout \\ @default_start_timeout),
+    do: safe_call(worker, :await_ready, timeout)
+
+  @doc "What the worker knows about itself: `worker_id`, `os_pid`, `status`, `restarts`, `ready` info."
+  @spec info(worker()) :: map()
+  def info(worker), do: GenServer.call(worker, :info)
+
+  @doc "Stops the worker gracefully (see the module doc)."
+  @spec stop(worker(), term(), timeout()) :: :ok
+  def stop(worker, reason \\ :normal, timeout \\ :infinity),
+    do: GenServer.stop(worker, reason, timeout)
+
+  defp ask(worker, what, timeout), do: safe_call(worker, {:ask, what}, timeout)
+
+  defp safe_call(worker, msg, timeout) do
+    GenServer.call(worker, msg, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, Error.new(:timeout, "no answer within #{timeout} ms")}
+    :exit, {reason, _} -> {:error, Call.down_error(worker, reason)}
+  end
+
+  @known [
+    :target,
+    :python,
+    :worker_id,
+    :worker_opts,
+    :cd,
+    :env,
+    :start_timeout,
+    :shutdown_grace,
+    :cancel_grace,
+    :output,
+    :restart_window,
+    :name,
+    :pool,
+    :id
+  ]
+
+  defp validate!(opts) do
+    unless Keyword.keyword?(opts),
+      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
+
+    case Keyword.keys(opts) -- @known do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown worker options #{inspect(bad)}, got: #{inspect(opts)}"
+    end
+
+    target = opts[:target]
+
+    unless is_binary(target) and target != "",
+      do: raise(ArgumentError, ":target must be a path or module string, got: #{inspect(target)}")
+
+    worker_opts = Keyword.get(opts, :worker_opts, [])
+
+    unless Keyword.keyword?(worker_opts),
+      do:
+        raise(ArgumentError, ":worker_opts must be a keyword list, got: #{inspect(worker_opts)}")
+
+    output = Keyword.get(opts, :output, :capture)
+
+    unless output in [:capture, :inherit],
+      do: raise(ArgumentError, ":output must be :capture or :inherit, got: #{inspect(output)}")
+
+    for key <- [:start_timeout, :shutdown_grace, :restart_window], Keyword.has_key?(opts, key) do
+      value = opts[key]
+
+      unless is_integer(value) and value >= 0,
+        do:
+          raise(
+            ArgumentError,
+            "#{inspect(key)} must be a non-negative integer, got: #{inspect(value)}"
+          )
+    end
+
+    opts
+    |> Keyword.put(:python, OSProcess.python(opts[:python]))
+    |> Keyword.put_new(:start_timeout, @default_start_timeout)
+    |> Keyword.put_new(:shutdown_grace, @default_grace)
+    |> Keyword.put_new(:cancel_grace, @default_cancel_grace)
+    |> Keyword.put_new(:restart_window, 10_000)
+    |> Keyword.put(:output, output)
+    |> Keyword.put(:worker_opts, worker_opts)
+  end
+
+  # ---------------------------------------------------------------- server
+
+  @impl true
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+    id = opts[:worker_id]
+
+    state = %{
+      opts: opts,
+      worker_id: id,
+      pool: opts[:pool],
+      log: if(opts[:output] == :capture, do: OSProcess.new_log(id || "worker")),
+      port: nil,
+      os_pid: nil,
+      ready: nil,
+      status: :down,
+      next_id: 0,
+      calls: %{},
+      refs: %{},
+      asks: %{},
+      backlog: [],
+      ready_waiters: [],
+      crashes: [],
+      restarts: 0,
+      health_poll: false,
+      last_error: nil
+    }
+
+    {:ok, open(state)}
+  end
+
+  defp open(state) do
+    %{opts: opts} = state
+    args = ["-m", "snakepit_py", "worker", opts[:target] | cli_flags(state)]
+
+    port =
+      OSProcess.open_port(opts[:python], args,
+        log: state.log && truncate(state.log),
+        cd: opts[:cd],
+        env: opts[:env]
+      )
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    Process.send_after(self(), {:start_timeout, port}, opts[:start_timeout])
+    %{state | port: port, os_pid: os_pid, status: :starting, ready: nil}
+  end
+
+  defp truncate(log) do
+    File.write(log, "")
+    log
+  end
+
+  defp cli_flags(%{opts: opts, worker_id: id}) do
+    id_flag = if id, do: ["--worker-id", to_string(id)], else: []
+
+    id_flag ++
+      Enum.flat_map(opts[:worker_opts], fn
+        {_key, value} when value in [nil, false] -> []
+        {key, true} -> [flag(key)]
+        {key, value} -> [flag(key), to_string(value)]
+      end)
+  end
+
+  defp flag(key), do: "--" <> String.replace(to_string(key), "_", "-")
+
+  @impl true
+  def handle_call(:await_ready, from, state) do
+    case state.status do
+      :ready -> {:reply, {:ok, state.ready}, state}
+      _ -> {:noreply, %{state | ready_waiters: [from | state.ready_waiters]}}
+    end
+  end
+
+  def handle_call({:ask, what}, from, %{status: :ready} = state) do
+    {:noreply, ask_python(what, from, state)}
+  end
+
+  def handle_call({:ask, _what}, _from, state) do
+    {:reply, {:error, Error.new(:noproc, "worker #{name(state)} is #{state.status}")}, state}
+  end
+
+  def handle_call(:info, _from, state) do
+    info = %{
+      worker_id: name(state),
+      os_pid: state.os_pid,
+      status: state.status,
+      restarts: state.restarts,
+      inflight: map_size(state.calls),
+      ready: state.ready,
+      log: state.log
+    }
+
+    {:reply, info, state}
+  end
+
+  defp ask_python(what, from, state) do
+    id = state.next_id
+    send_frame(state, {what, id})
+    %{state | next_id: id + 1, asks: Map.put(state.asks, id, {what, from})}
+  end
+
+  @impl true
+  def handle_info({port, {:data, bin}}, %{port: port} = state) do
+    case decode(bin) do
+      {:ok, frame} -> handle_frame(frame, state)
+      :error -> {:noreply, protocol_violation(bin, state)}
+    end
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    {:noreply, python_exited(status, state)}
+  end
+
+  def handle_info({:"$snakepit_call", call}, state) do
+    {:noreply, accept_call(call, state)}
+  end
+
+  def handle_info({:"$snakepit_cancel", ref}, state) do
+    {:noreply, cancel(ref, state)}
+  end
+
+  def handle_info({:"$snakepit_credit", ref, n}, state) do
+    case state.refs do
+      %{^ref => id} -> send_frame(state, {:credit, id, n})
+      _ -> :ok
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info(:"$snakepit_poll_health", %{status: :ready, health_poll: false} = state) do
+    {:noreply, %{ask_python(:health, :poll, state) | health_poll: true}}
+  end
+
+  def handle_info(:"$snakepit_poll_health", state), do: {:noreply, state}
+
+  def handle_info({:start_timeout, port}, %{port: port, status: :starting} = state) do
+    timeout = state.opts[:start_timeout]
+    kill(state)
+    error = start_error("did not send :ready within #{timeout} ms", state)
+    {:noreply, start_failed(error, state)}
+  end
+
+  def handle_info({:cancel_deadline, port, id}, %{port: port} = state) do
+    if Map.has_key?(state.calls, id) do
+      Logger.warning(
+        "call #{id} did not end within #{state.opts[:cancel_grace]} ms of :cancel; " <>
+          "killing the Python process (OS pid #{state.os_pid})",
+        snakepit_worker: name(state)
+      )
+
+      OSProcess.signal(state.os_pid, "KILL")
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info(:restart, %{status: :down} = state) do
+    {:noreply, open(%{state | restarts: state.restarts + 1})}
+  end
+
+  def handle_info(_stale, state), do: {:noreply, state}
+
+  # ---------------------------------------------------------------- frames
+
+  defp decode(bin) do
+    {:ok, :erlang.binary_to_term(bin, [:safe])}
+  rescue
+    ArgumentError -> :error
+  end
+
+  defp handle_frame({:ok, id, result}, state), do: {:noreply, finish(id, {:ok, result}, state)}
+
+  defp handle_frame({:error, id, error}, state) when is_integer(id),
+    do: {:noreply, finish(id, {:error, Error.from_wire(error)}, state)}
+
+  defp handle_frame({:error, nil, error}, state) do
+    Logger.warning("worker refused a frame: #{Exception.message(Error.from_wire(error))}",
+      snakepit_worker: name(state)
+    )
+
+    {:noreply, state}
+  end
+
+  defp handle_frame({:chunk, id, seq, data}, state) do
+    case state.calls do
+      %{^id => %{stream: true} = call} -> Call.reply(call, {:chunk, self(), seq, data})
+      _ -> :ok
+    end
+
+    {:noreply, state}
+  end
+
+  defp handle_frame({:ready, info}, %{status: :starting} = state) when is_map(info) do
+    if info[:protocol] == 1 do
+      {:noreply, ready(info, state)}
+    else
+      kill(state)
+      error = start_error("speaks protocol #{inspect(info[:protocol])}, expected 1", state)
+      {:noreply, start_failed(error, state)}
+    end
+  end
+
+  defp handle_frame({what, id, answer}, state) when what in [:health, :describe] do
+    case Map.pop(state.asks, id) do
+      {{^what, :poll}, asks} ->
+        notify_models(answer, state)
+        {:noreply, %{state | asks: asks, health_poll: false}}
+
+      {{^what, from}, asks} ->
+        if what == :health, do: notify_models(answer, state)
+        GenServer.reply(from, {:ok, answer})
+        {:noreply, %{state | asks: asks}}
+
+      {nil, _} ->
+        {:noreply, state}
+    end
+  end
+
+  defp handle_frame({:event, "loaded_models", models}, state) do
+    notify_models(%{loaded_models: models}, state)
+    {:noreply, state}
+  end
+
+  defp handle_frame({:event, name, data}, state) do
+    Logger.debug("event #{inspect(name)}: #{inspect(data)}", snakepit_worker: name(state))
+    {:noreply, state}
+  end
+
+  defp handle_frame({:log, level, message, meta}, state) do
+    meta = if is_map(meta), do: meta, else: %{}
+
+    Logger.log(logger_level(level), to_string(message),
+      snakepit_worker: name(state),
+      python_logger: meta[:logger],
+      call_id: meta[:call_id]
+    )
+
+    {:noreply, state}
+  end
+
+  defp handle_frame({:bye, stats}, state) do
+    Logger.debug("worker said bye: #{inspect(stats)}", snakepit_worker: name(state))
+    {:noreply, state}
+  end
+
+  defp handle_frame(other, state) do
+    Logger.warning("ignoring unexpected frame #{inspect(other, limit: 20)}",
+      snakepit_worker: name(state)
+    )
+
+    {:noreply, state}
+  end
+
+  defp logger_level(level) when level in [:debug, :info, :warning, :error, :critical], do: level
+  defp logger_level(_), do: :info
+
+  defp notify_models(%{loaded_models: models}, %{pool: pool})
+       when is_list(models) and pool != nil,
+       do: send(pool, {:"$snakepit_models", self(), models})
+
+  defp notify_models(_report, _state), do: :ok
+
+  # ----------------------------------------------------------------- calls
+
+  defp accept_call(call, %{status: :ready} = state), do: dispatch(call, state)
+
+  defp accept_call(call, %{status: status, pool: pool} = state)
+       when status in [:starting, :down] and pool != nil and call.pool == pool do
+    # The pool picked us just before hearing that we crashed: hand it back.
+    send(pool, {:"$snakepit_requeue", self(), call})
+    state
+  end
+
+  defp accept_call(call, %{status: status} = state) when status in [:starting, :down] do
+    %{state | backlog: [call | state.backlog]}
+  end
+
+  defp dispatch(call, state) do
+    case time_left(call) do
+      :expired ->
+        finish_call(
+          call,
+          {:error, Error.new(:timeout, "the call's deadline passed before it could be sent")},
+          state
+        )
+
+        state
+
+      timeout_ms ->
+        id = state.next_id
+        opts = %{meta: call.meta}
+        opts = if timeout_ms, do: Map.put(opts, :timeout_ms, timeout_ms), else: opts
+        opts = if call.credit, do: Map.put(opts, :credit, call.credit), else: opts
+        send_frame(state, {:call, id, call.method, call.args, call.kwargs, opts})
+
+        %{
+          state
+          | next_id: id + 1,
+            calls: Map.put(state.calls, id, call),
+            refs: Map.put(state.refs, call.ref, id)
+        }
+    end
+  end
+
+  defp time_left(%{deadline: nil}), do: nil
+
+  defp time_left(%{deadline: deadline}) do
+    left = deadline - Call.now_ms()
+    if left > 0, do: left, else: :expired
+  end
+
+  defp finish(id, reply, state) do
+    case Map.pop(state.calls, id) do
+      {nil, _} ->
+        state
+
+      {call, calls} ->
+        finish_call(call, reply, state)
+        %{state | calls: calls, refs: Map.delete(state.refs, call.ref)}
+    end
+  end
+
+  defp finish_call(call, reply, state) do
+    Call.reply(call, reply)
+    if call.pool, do: send(call.pool, {:"$snakepit_checkin", self(), call.ref})
+    state
+  end
+
+  defp cancel(ref, state) do
+    case state.refs do
+      %{^ref => id} ->
+        send_frame(state, {:cancel, id})
+        grace = state.opts[:cancel_grace]
+
+        if grace != :infinity,
+          do: Process.send_after(self(), {:cancel_deadline, state.port, id}, grace)
+
+        state
+
+      _ ->
+        {cancelled, backlog} = Enum.split_with(state.backlog, &(&1.ref == ref))
+
+        Enum.each(
+          cancelled,
+          &Call.reply(&1, {:error, Error.new(:cancelled, "cancelled before it was sent")})
+        )
+
+        %{state | backlog: backlog}
+    end
+  end
+
+  defp send_frame(%{port: port}, frame) when is_port(port) do
+    Port.command(port, :erlang.term_to_binary(frame))
+    :ok
+  rescue
+    # The port died under us; its :exit_status message is on its way.
+    ArgumentError -> :ok
+  end
+
+  defp send_frame(_state, _frame), do: :ok
+
+  # -------------------------------------------------------------- lifecycle
+
+  defp ready(info, state) do
+    state = %{state | status: :ready, ready: info, os_pid: info[:pid] || state.os_pid}
+    state = %{state | worker_id: state.worker_id || info[:worker_id]}
+    for from <- state.ready_waiters, do: GenServer.reply(from, {:ok, info})
+    if state.pool, do: send(state.pool, {:"$snakepit_ready", self(), public_info(state)})
+    backlog = Enum.reverse(state.backlog)
+    Enum.reduce(backlog, %{state | ready_waiters: [], backlog: []}, &dispatch/2)
+  end
+
+  defp public_info(state),
+    do: %{worker_id: name(state), os_pid: state.os_pid, restarts: state.restarts}
+
+  defp python_exited(status, %{status: :starting} = state) do
+    error =
+      start_error(
+        "exited with status #{status}#{signal_note(status)} before sending :ready",
+        state
+      )
+
+    start_failed(error, %{state | port: nil})
+  end
+
+  defp python_exited(status, state) do
+    tail = tail(state)
+
+    error =
+      Error.new(
+        :worker_crashed,
+        "Python worker #{name(state)} (OS pid #{state.os_pid}) exited with status " <>
+          "#{status}#{signal_note(status)}",
+        details: %{exit_status: status, output_tail: tail}
+      )
+
+    Logger.error(
+      "#{error.message}; #{map_size(state.calls)} call(s) in flight failed" <>
+        if(tail != "", do: "; output tail:\n" <> tail, else: ""),
+      snakepit_worker: name(state)
+    )
+
+    crashed(error, %{state | port: nil})
+  end
+
+  defp protocol_violation(bin, state) do
+    kill(state)
+
+    error =
+      Error.new(
+        :protocol_error,
+        "worker #{name(state)} sent a frame the BEAM refused to decode " <>
+          "(#{byte_size(bin)} bytes: #{inspect(binary_part(bin, 0, min(byte_size(bin), 40)))}); restarting it"
+      )
+
+    Logger.error(error.message, snakepit_worker: name(state))
+    crashed(error, state)
+  end
+
+  # The process died or was killed after :ready: fail everything, restart.
+  defp crashed(error, state) do
+    for {_id, call} <- state.calls, do: finish_call(call, {:error, error}, state)
+
+    for {_id, {_what, from}} <- state.asks,
+        from != :poll,
+        do: GenServer.reply(from, {:error, error})
+
+    if state.pool, do: send(state.pool, {:"$snakepit_down", self(), error})
+
+    schedule_restart(%{
+      state
+      | calls: %{},
+        refs: %{},
+        asks: %{},
+        health_poll: false,
+        last_error: error
+    })
+  end
+
+  defp start_failed(error, state) do
+    Logger.error(error.message, snakepit_worker: name(state))
+    for from <- state.ready_waiters, do: GenServer.reply(from, {:error, error})
+    for call <- state.backlog, do: Call.reply(call, {:error, error})
+    if state.pool, do: send(state.pool, {:"$snakepit_start_failed", self(), error})
+    schedule_restart(%{state | ready_waiters: [], backlog: [], last_error: error})
+  end
+
+  defp schedule_restart(state) do
+    now = Call.now_ms()
+    window = state.opts[:restart_window]
+    crashes = [now | Enum.filter(state.crashes, &(now - &1 < window))]
+    delay = backoff(length(crashes))
+    Process.send_after(self(), :restart, delay)
+    %{state | port: nil, status: :down, crashes: crashes}
+  end
+
+  # First crash in the window: restart at once; then 200, 400, 800 ... ms.
+  defp backoff(1), do: 0
+  defp backoff(n), do: min(100 * Integer.pow(2, n - 1), @backoff_max)
+
+  defp kill(%{port: port, os_pid: os_pid}) do
+    if is_port(port), do: safe_close(port)
+    if os_pid, do: OSProcess.signal(os_pid, "KILL")
+  end
+
+  defp safe_close(port) do
+    Port.close(port)
+  rescue
+    ArgumentError -> :ok
+  end
+
+  defp start_error(why, state) do
+    tail = tail(state)
+
+    output =
+      cond do
+        state.log == nil -> " (its output went to the BEAM's stderr)"
+        tail == "" -> " (it printed nothing)"
+        true -> "; its output ends with:\n" <> tail
+      end
+
+    Error.new(
+      :start_failed,
+      "Python worker #{name(state)} (#{state.opts[:python]} -m snakepit_py worker " <>
+        "#{state.opts[:target]}) #{why}#{output}",
+      details: %{output_tail: tail}
+    )
+  end
+
+  defp tail(state), do: OSProcess.tail(state.log)
+
+  defp signal_note(status) when status > 128, do: " (killed by signal #{status - 128})"
+  defp signal_note(_), do: ""
+
+  defp name(state), do: state.worker_id || "pid:#{state.os_pid}"
+
+  # ------------------------------------------------------------------ stop
+
+  @impl true
+  def terminate(_reason, state) do
+    state = stop_python(state)
+    error = Error.new(:shutting_down, "worker #{name(state)} stopped")
+    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
+    for call <- state.backlog, do: Call.reply(call, {:error, error})
+
+    for {_id, {_what, from}} <- state.asks,
+        from != :poll,
+        do: GenServer.reply(from, {:error, error})
+
+    if state.log, do: File.rm(state.log)
+    :ok
+  end
+
+  # muontrap's escalation, by hand: ask, wait, close, TERM, KILL.
+  defp stop_python(%{port: nil} = state), do: state
+
+  defp stop_python(%{port: port, os_pid: os_pid} = state) do
+    grace = state.opts[:shutdown_grace]
+
+    state =
+      if state.status == :ready do
+        send_frame(state, {:shutdown, grace})
+        drain(state, Call.now_ms() + grace + 500)
+      else
+        state
+      end
+
+    if state.port do
+      safe_close(port)
+
+      if OSProcess.alive?(os_pid) do
+        OSProcess.signal(os_pid, "TERM")
+        OSProcess.await_exit(os_pid, 1_000) || OSProcess.signal(os_pid, "KILL")
+      end
+    end
+
+    %{state | port: nil}
+  end
+
+  # Keep answering callers until the process exits or the deadline passes.
+  defp drain(%{port: port} = state, deadline) do
+    receive do
+      {^port, {:exit_status, _}} ->
+        %{state | port: nil}
+
+      {^port, {:data, bin}} ->
+        state =
+          case decode(bin) do
+            {:ok, frame} -> frame |> handle_frame(state) |> elem(1)
+            :error -> state
+          end
+
+        drain(state, deadline)
+    after
+      max(deadline - Call.now_ms(), 0) -> state
+    end
+  end
+end

@@ -1,0 +1,85 @@
+"""snakepit_py: Python workers for BEAM (Elixir/Erlang) supervisors.
+
+Write methods with :func:`method`, serve them with ``snakepit-py worker TARGET``
+(or :func:`run` from a script), test them with :mod:`snakepit_py.testing`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._context import CallContext, current_call
+from ._registry import method
+from .codec import Atom, ImproperList
+from .errors import (
+    BadArguments,
+    CallCancelled,
+    CallError,
+    CodecError,
+    DecodeError,
+    EncodeError,
+    MethodNotFound,
+    ProtocolError,
+    RegistryError,
+    SnakepitError,
+)
+
+__all__ = [
+    # writing a worker
+    "method",
+    "current_call",
+    "CallContext",
+    "publish",
+    "report_loaded",
+    "run",
+    "worker_args",
+    # terms
+    "Atom",
+    "ImproperList",
+    # errors
+    "SnakepitError",
+    "CodecError",
+    "EncodeError",
+    "DecodeError",
+    "ProtocolError",
+    "RegistryError",
+    "MethodNotFound",
+    "BadArguments",
+    "CallError",
+    "CallCancelled",
+    "__version__",
+]
+
+
+def publish(name: str, data: object) -> None:
+    """Push an ``{:event, name, data}`` frame to the supervisor (a no-op when not serving)."""
+    from ._dispatcher import active_dispatchers
+
+    for d in active_dispatchers():
+        d.publish(name, data)
+
+
+def report_loaded(models: list) -> None:
+    """Report the models this worker has loaded: health reports list them and a
+    ``"loaded_models"`` event is pushed so routing tables update at once."""
+    from ._dispatcher import set_loaded_models
+
+    set_loaded_models(models)
+
+
+def worker_args() -> list[str]:
+    """The worker's own options: whatever followed ``--`` on its command line."""
+    from ._server import worker_args as _args
+
+    return _args()
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Serve the calling script's methods: ``if __name__ == "__main__": snakepit.run()``.
+
+    Takes the same options as ``snakepit-py worker`` (from ``sys.argv`` by default).
+    Never returns.
+    """
+    from .cli import run_main_module
+
+    run_main_module(argv)

@@ -1,0 +1,229 @@
+"""The per-call context user code sees through ``current_call()``."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from .errors import CallCancelled
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+    from ._registry import Method
+
+__all__ = ["CallContext", "current_call"]
+
+_current: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", default=None)
+
+# Call states.
+QUEUED, RUNNING, DONE = 0, 1, 2
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+
+
+def current_call() -> CallContext:
+    """Return the context of the call running in this thread or task.
+
+    Raises:
+        RuntimeError: outside a call.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_call() used outside a snakepit method call")
+    return ctx
+
+
+class CallContext:
+    """One call in flight: its identity, deadline, credit and cancellation state.
+
+    Attributes:
+        id: the call id the supervisor chose.
+        method: the method name.
+        meta: the ``meta`` map from the call's options (``{}`` when absent).
+        deadline: ``time.monotonic()`` value after which the call times out, or None.
+    """
+
+    __slots__ = (
+        "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
+        "cancel_reason", "_dispatcher", "_lock", "_cond", "_credit", "_seq",
+        "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
+        "started",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        call_id: int,
+        spec: Method,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        meta: dict[Any, Any],
+        deadline: float | None,
+        credit: int | None,
+    ) -> None:
+        self.id = call_id
+        self.method = spec.name
+        self.meta = meta
+        self.deadline = deadline
+        self.args = args
+        self.kwargs = kwargs
+        self.spec = spec
+        self.state = QUEUED
+        self.cancel_reason: str | None = None
+        self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
+        self._credit = credit
+        self._seq = 0
+        self._thread_id = 0
+        self._in_user = False
+        self._interrupted = False
+        self.task: asyncio.Task[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._async_wake: asyncio.Event | None = None
+        self.started = 0.0
+
+    # --- what user code uses -------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the call was cancelled, timed out, or the worker is shutting down."""
+        return self.cancel_reason is not None
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`CallCancelled` if the call was cancelled (or timed out)."""
+        reason = self.cancel_reason
+        if reason is not None:
+            raise CallCancelled(reason)
+
+    def send(self, chunk: Any) -> None:
+        """Stream one chunk to the caller, waiting for credit when the caller asked for it.
+
+        Raises:
+            CallCancelled: the call was cancelled (also while waiting for credit).
+            EncodeError: the chunk cannot be encoded.
+            RuntimeError: called on the event loop while out of credit (use ``asend``).
+        """
+        user = self._leave_user()
+        try:
+            self._wait_credit_sync()
+            self._dispatcher.send_chunk(self, chunk)
+        finally:
+            if user:
+                self._enter_user()
+
+    async def asend(self, chunk: Any) -> None:
+        """Stream one chunk from async code, awaiting credit without blocking the loop."""
+        while True:
+            self.check_cancelled()
+            with self._lock:
+                if self._credit is None or self._credit > 0:
+                    break
+                if self._async_wake is None:
+                    self._async_wake = asyncio.Event()
+                wake = self._async_wake
+                wake.clear()
+            await wake.wait()
+        self._dispatcher.send_chunk(self, chunk)
+
+    def __repr__(self) -> str:
+        return f"<CallContext id={self.id} method={self.method!r} cancelled={self.cancelled}>"
+
+    # --- runtime side --------------------------------------------------------------------
+
+    def take_credit(self) -> int:
+        """Consume one credit (the caller holds the lock semantics); returns the next seq."""
+        with self._lock:
+            if self._credit is not None:
+                self._credit -= 1
+            seq = self._seq
+            self._seq += 1
+            return seq
+
+    def add_credit(self, n: int) -> None:
+        """Grant ``n`` more chunks and wake a producer waiting for credit."""
+        with self._lock:
+            if self._credit is None:
+                return
+            self._credit += n
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if self._cond is not None:
+            self._cond.notify_all()
+        if self._async_wake is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._async_wake.set)
+
+    def _wait_credit_sync(self) -> None:
+        with self._lock:
+            while True:
+                if self.cancel_reason is not None:
+                    raise CallCancelled(self.cancel_reason)
+                if self._credit is None or self._credit > 0:
+                    return
+                if self.loop is not None and self.loop.is_running() and _on_loop(self.loop):
+                    raise RuntimeError(
+                        "current_call().send() would block the event loop while waiting for "
+                        "credit; use `await current_call().asend(chunk)` in async code"
+                    )
+                if self._cond is None:
+                    self._cond = threading.Condition(self._lock)
+                self._cond.wait()
+
+    def request_cancel(self, reason: str) -> int:
+        """Mark the call cancelled; returns the state it was in.
+
+        Wakes credit waiters; the dispatcher decides what else to do.
+        """
+        with self._lock:
+            if self.cancel_reason is None and self.state != DONE:
+                self.cancel_reason = reason
+                self._wake_locked()
+            return self.state
+
+    # Interrupting pure-Python code: an asynchronous exception raised in the
+    # call's thread. It is only ever aimed at the thread while it runs user
+    # code (``_in_user``), at most once per call, and cleared when the thread
+    # leaves user code, so it never lands in the runtime's own bookkeeping.
+
+    def _enter_user(self) -> None:
+        with self._lock:
+            self._in_user = True
+
+    def _leave_user(self) -> bool:
+        """Leave user code; returns whether the thread was in user code."""
+        with self._lock:
+            was = self._in_user
+            self._in_user = False
+            if self._interrupted and self._thread_id:
+                _set_async_exc(self._thread_id, None)  # drop it if still pending
+            return was
+
+    def interrupt(self) -> bool:
+        """Raise CallCancelled in the call's thread if it is running user code."""
+        with self._lock:
+            if not self._in_user or self._interrupted or not self._thread_id:
+                return False
+            self._interrupted = True
+            exc = CallCancelled
+            return _set_async_exc(self._thread_id, exc) == 1
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def monotonic_deadline(timeout_ms: float | None) -> float | None:
+    """Turn a relative timeout in ms into a ``time.monotonic()`` deadline."""
+    if timeout_ms is None:
+        return None
+    return time.monotonic() + timeout_ms / 1000.0

@@ -1,0 +1,695 @@
+"""The dispatcher: decoded supervisor messages in, protocol terms out.
+
+It knows nothing of file descriptors or gRPC: a transport hands it decoded
+messages (``handle``) and gives it a function that writes one encoded frame.
+Sync calls are handed back to the transport (``handle`` returns the call when
+the transport's thread should run it, see ``run_sync``) so that the Port
+transport can run them on the thread that read them (leader/followers);
+``SyncPool`` runs them on plain threads for transports that cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import __version__
+from ._context import DONE, QUEUED, RUNNING, CallContext, _current
+from ._registry import Registry
+from ._timers import Deadlines
+from .codec import Atom
+from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
+
+__all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
+
+A = Atom
+OK, ERROR, CHUNK, HEALTH, DESCRIBE, EVENT, LOG, BYE, READY = map(
+    A, ("ok", "error", "chunk", "health", "describe", "event", "log", "bye", "ready")
+)
+T_CALL, T_CANCEL, T_CREDIT, T_HEALTH, T_DESCRIBE, T_SHUTDOWN = (
+    "call", "cancel", "credit", "health", "describe", "shutdown",
+)  # fmt: skip
+K_KIND, K_TYPE, K_MESSAGE, K_TRACEBACK, K_DETAILS = map(
+    A, ("kind", "type", "message", "traceback", "details")
+)
+KIND = {
+    k: A(k)
+    for k in (
+        "exception", "unknown_method", "bad_arguments", "timeout", "cancelled",
+        "unencodable", "bad_request", "overloaded", "shutting_down",
+    )  # fmt: skip
+}
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Every dispatcher serving right now (publish/report_loaded reach all of them).
+_active: list[Dispatcher] = []
+_loaded_models: list[Any] = []
+
+
+def active_dispatchers() -> list[Dispatcher]:
+    """The dispatchers currently serving in this process."""
+    return list(_active)
+
+
+class _ChunkUnencodable(Exception):
+    def __init__(self, error: EncodeError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def error_map(kind: str, type_: str, message: str, tb: str | None = None, **details: Any) -> dict:
+    """Build a protocol error map (PROTOCOL.md §5)."""
+    return {
+        K_KIND: KIND[kind],
+        K_TYPE: type_,
+        K_MESSAGE: message,
+        K_TRACEBACK: tb,
+        K_DETAILS: {A(k): v for k, v in details.items()},
+    }
+
+
+def _format_tb(exc: BaseException) -> str:
+    """Format an exception with its chained causes, leaving out the runtime's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _HERE:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Dispatcher:
+    """Runs calls for one supervisor connection.
+
+    Args:
+        registry: the worker's methods.
+        codec: a codec module (``encode``/``decode``).
+        write: writes one encoded frame; raises OSError when the peer is gone.
+        threads: how many sync calls may run at once.
+        max_inflight: calls accepted at once.
+        worker_id: name used in health reports and logs.
+        on_exit: called once (from any thread) when the worker should exit.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        codec: Any,
+        write: Callable[[bytes], None],
+        *,
+        threads: int = 1,
+        max_inflight: int = 64,
+        worker_id: str | None = None,
+        on_exit: Callable[[], None] | None = None,
+        default_grace_ms: int = 5000,
+    ) -> None:
+        self.registry = registry
+        self.encode = codec.encode
+        self.codec = codec
+        self._write = write
+        self.threads = threads
+        self.max_inflight = max_inflight
+        self.worker_id = worker_id or str(os.getpid())
+        self.on_exit = on_exit or (lambda: None)
+        self.default_grace_ms = default_grace_ms
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._calls: dict[int, CallContext] = {}
+        self._sync_free = threads
+        self._sync_queue: deque[CallContext] = deque()
+        self._deadlines = Deadlines()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.served = 0
+        self.failed = 0
+        self.draining = False
+        self.started = time.monotonic()
+        self._exiting = False
+        self.aborted = False
+        self._handlers = {
+            T_CALL: self._on_call,
+            T_CANCEL: self._on_cancel,
+            T_CREDIT: self._on_credit,
+            T_HEALTH: self._on_health,
+            T_DESCRIBE: self._on_describe,
+            T_SHUTDOWN: self._on_shutdown,
+        }
+        if registry.has_async:
+            self._ensure_loop()
+        _active.append(self)
+
+    # --- output ---------------------------------------------------------------------------
+
+    def send(self, term: Any) -> None:
+        """Encode and write one term; a vanished peer is ignored (end of input follows)."""
+        try:
+            self._write(self.encode(term))
+        except OSError:
+            pass
+
+    def send_ready(self) -> None:
+        """Send the ``{:ready, info}`` frame."""
+        self.send(
+            (
+                READY,
+                {
+                    A("protocol"): 1,
+                    A("pid"): os.getpid(),
+                    A("worker_id"): self.worker_id,
+                    A("python"): sys.version.split()[0],
+                    A("version"): __version__,
+                    A("methods"): sorted(self.registry.methods),
+                    A("threads"): self.threads,
+                    A("max_inflight"): self.max_inflight,
+                },
+            )
+        )
+
+    def bad_request(self, call_id: int | None, message: str) -> None:
+        """Answer a malformed frame or envelope."""
+        self.failed += 1
+        self.send((ERROR, call_id, error_map("bad_request", "BadRequest", message)))
+
+    def publish(self, name: str, data: Any) -> None:
+        """Push an ``{:event, name, data}`` frame."""
+        self.send((EVENT, name, data))
+
+    # --- input ----------------------------------------------------------------------------
+
+    def handle(self, msg: Any) -> CallContext | None:
+        """Act on one decoded supervisor message.
+
+        Returns:
+            A sync call the caller must now run with ``run_sync`` (it holds a
+            sync slot), or None.
+        """
+        if type(msg) is tuple and msg and type(msg[0]) is Atom:
+            handler = self._handlers.get(msg[0])
+            if handler is not None:
+                return handler(msg)
+        call_id = msg[1] if type(msg) is tuple and len(msg) > 1 and type(msg[1]) is int else None
+        self.bad_request(call_id, f"not a protocol message: {_short(msg)}")
+        return None
+
+    def _on_call(self, msg: tuple) -> CallContext | None:
+        if len(msg) != 6:
+            self.bad_request(_int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}")
+            return None
+        _, cid, name, args, kwargs, opts = msg
+        problem = None
+        if type(cid) is not int or cid < 0:
+            problem, cid = f"call id must be a non-negative integer, got: {_short(cid)}", None
+        elif type(name) is not str:
+            problem = f"method must be a UTF-8 binary, got: {_short(name)}"
+        elif type(args) is not list:
+            problem = f"args must be a list, got: {_short(args)}"
+        elif type(kwargs) is not dict:
+            problem = f"kwargs must be a map, got: {_short(kwargs)}"
+        elif type(opts) is not dict:
+            problem = f"opts must be a map, got: {_short(opts)}"
+        if problem is None and opts:
+            problem = _check_opts(opts)
+        if problem is not None:
+            self.bad_request(cid, problem)
+            return None
+        if self.draining:
+            self._reject(cid, "shutting_down", "ShuttingDown", "the worker is shutting down")
+            return None
+        calls = self._calls
+        if cid in calls:
+            self.bad_request(cid, f"call id {cid} is already in flight")
+            return None
+        if len(calls) >= self.max_inflight:
+            self._reject(
+                cid, "overloaded", "Overloaded",
+                f"{self.max_inflight} calls already in flight", max_inflight=self.max_inflight,
+            )  # fmt: skip
+            return None
+        try:
+            spec = self.registry.get(name)
+            bargs, bkwargs = spec.bind(args, kwargs)
+        except MethodNotFound as exc:
+            self._reject(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
+            return None
+        except BadArguments as exc:
+            self._reject(cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature)
+            return None
+        timeout_ms = opts.get("timeout_ms") if opts else None
+        if spec.timeout is not None:
+            spec_ms = spec.timeout * 1000.0
+            timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        meta = opts.get("meta") if opts else None
+        ctx = CallContext(
+            self, cid, spec, bargs, bkwargs, meta or {}, deadline,
+            opts.get("credit") if opts else None,
+        )  # fmt: skip
+        with self._lock:
+            calls[cid] = ctx
+        if deadline is not None:
+            self._deadlines.add(deadline, lambda: self._expire(ctx))
+        if spec.is_async:
+            self._start_async(ctx)
+            return None
+        with self._lock:
+            if self._sync_free > 0:
+                self._sync_free -= 1
+                return ctx
+            self._sync_queue.append(ctx)
+        return None
+
+    def _on_cancel(self, msg: tuple) -> None:
+        if len(msg) != 2:
+            self.bad_request(None, "a cancel is {:cancel, id}")
+            return
+        ctx = self._calls.get(msg[1])  # type: ignore[arg-type]
+        if ctx is not None:
+            self.cancel(ctx, "cancelled")
+
+    def _on_credit(self, msg: tuple) -> None:
+        if len(msg) != 3 or type(msg[2]) is not int or msg[2] < 0:
+            self.bad_request(None, "a credit is {:credit, id, n} with n >= 0")
+            return
+        ctx = self._calls.get(msg[1])  # type: ignore[arg-type]
+        if ctx is not None:
+            ctx.add_credit(msg[2])
+
+    def _on_health(self, msg: tuple) -> None:
+        if len(msg) != 2:
+            self.bad_request(None, "a health request is {:health, id}")
+            return
+        self.send((HEALTH, msg[1], self.health_report()))
+
+    def _on_describe(self, msg: tuple) -> None:
+        if len(msg) != 2:
+            self.bad_request(None, "a describe request is {:describe, id}")
+            return
+        self.send((DESCRIBE, msg[1], self.describe()))
+
+    def _on_shutdown(self, msg: tuple) -> None:
+        grace = msg[1] if len(msg) == 2 else None
+        if type(grace) not in (int, float) or grace < 0:
+            self.bad_request(None, "a shutdown is {:shutdown, grace_ms}")
+            return
+        self.shutdown(grace)
+
+    # --- reports --------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """The method catalogue with atom keys, as sent on the wire."""
+        return _atom_keys(self.registry.describe())
+
+    def health_report(self) -> dict:
+        """The health report (PROTOCOL.md §4), with the user's hook merged in."""
+        extra: dict[Any, Any] = {}
+        loaded = list(_loaded_models)
+        hook = self.registry.health_hook
+        if hook is not None:
+            try:
+                got = hook()
+                if isinstance(got, dict):
+                    extra = dict(got)
+                    if "loaded_models" in extra:
+                        loaded = list(extra.pop("loaded_models") or [])
+            except Exception as exc:  # a broken hook must not break health checks
+                extra = {"health_check_error": f"{type(exc).__name__}: {exc}"}
+        if self.draining:
+            status = "draining"
+        elif self._sync_free == 0 or len(self._calls) >= self.max_inflight:
+            status = "busy"
+        else:
+            status = "healthy"
+        return {
+            A("status"): A(status),
+            A("worker_id"): self.worker_id,
+            A("pid"): os.getpid(),
+            A("uptime_ms"): int((time.monotonic() - self.started) * 1000),
+            A("memory_mb"): _rss_mb(),
+            A("inflight"): len(self._calls),
+            A("served"): self.served,
+            A("failed"): self.failed,
+            A("loaded_models"): loaded,
+            A("extra"): extra,
+        }
+
+    # --- running sync calls ---------------------------------------------------------------
+
+    def run_sync(self, ctx: CallContext | None) -> None:
+        """Run ``ctx`` (a call ``handle`` returned), then queued sync calls, on this thread."""
+        while ctx is not None:
+            self._execute_sync(ctx)
+            ctx = self._next_sync()
+
+    def _next_sync(self) -> CallContext | None:
+        with self._lock:
+            while self._sync_queue:
+                ctx = self._sync_queue.popleft()
+                if ctx.state == QUEUED:
+                    return ctx
+            self._sync_free += 1
+            return None
+
+    def _execute_sync(self, ctx: CallContext) -> None:
+        with ctx._lock:
+            if ctx.state != QUEUED:
+                return
+            if ctx.cancel_reason is None:
+                ctx.state = RUNNING
+                ctx._thread_id = threading.get_ident()
+                ctx._in_user = True
+        if ctx.state != RUNNING:
+            self._finish_cancelled(ctx)
+            return
+        token = _current.set(ctx)
+        spec = ctx.spec
+        try:
+            try:
+                result = spec.fn(*ctx.args, **ctx.kwargs)
+                if spec.is_generator:
+                    result = self._drive_generator(ctx, result)
+            finally:
+                ctx._leave_user()
+        except CallCancelled:
+            ctx._leave_user()
+            self._finish_cancelled(ctx)
+        except BaseException as exc:
+            ctx._leave_user()
+            self._finish_exception(ctx, exc)
+        else:
+            self._finish_ok(ctx, result)
+        finally:
+            _current.reset(token)
+
+    def _drive_generator(self, ctx: CallContext, gen: Any) -> Any:
+        step = gen.__next__
+        try:
+            while True:
+                try:
+                    item = step()
+                except StopIteration as stop:
+                    return stop.value
+                ctx._leave_user()
+                ctx._wait_credit_sync()
+                self.send_chunk(ctx, item)
+                ctx._enter_user()
+        finally:
+            ctx._leave_user()
+            gen.close()
+
+    def send_chunk(self, ctx: CallContext, data: Any) -> None:
+        """Write one ``{:chunk, id, seq, data}`` unless the call already ended.
+
+        Raises:
+            CallCancelled: the call ended or was cancelled.
+        """
+        with ctx._lock:
+            if ctx.state == DONE or ctx.cancel_reason is not None:
+                raise CallCancelled(ctx.cancel_reason or "cancelled")
+            try:
+                frame = self.encode((CHUNK, ctx.id, ctx._seq, data))
+            except EncodeError as exc:
+                raise _ChunkUnencodable(exc) from None
+            ctx._seq += 1
+            if ctx._credit is not None:
+                ctx._credit -= 1
+            try:
+                self._write(frame)
+            except OSError:
+                pass
+
+    # --- running async calls --------------------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="snakepit-asyncio", daemon=True).start()
+            started.wait()
+            self._loop = loop
+        return self._loop
+
+    def _start_async(self, ctx: CallContext) -> None:
+        loop = self._ensure_loop()
+        ctx.loop = loop
+        loop.call_soon_threadsafe(self._spawn_task, ctx)
+
+    def _spawn_task(self, ctx: CallContext) -> None:
+        if ctx.state == DONE:
+            return
+        task = ctx.loop.create_task(self._run_async(ctx))  # type: ignore[union-attr]
+        ctx.task = task
+        if ctx.cancel_reason is not None:
+            task.cancel()
+
+    async def _run_async(self, ctx: CallContext) -> None:
+        _current.set(ctx)
+        spec = ctx.spec
+        with ctx._lock:
+            if ctx.state == QUEUED:
+                ctx.state = RUNNING
+        try:
+            ctx.check_cancelled()
+            if spec.is_async_generator:
+                result = await self._drive_async_generator(ctx, spec.fn(*ctx.args, **ctx.kwargs))
+            else:
+                result = await spec.fn(*ctx.args, **ctx.kwargs)
+        except (asyncio.CancelledError, CallCancelled):
+            self._finish_cancelled(ctx)
+        except BaseException as exc:
+            self._finish_exception(ctx, exc)
+        else:
+            self._finish_ok(ctx, result)
+
+    async def _drive_async_generator(self, ctx: CallContext, agen: Any) -> None:
+        step = agen.__anext__
+        try:
+            while True:
+                try:
+                    item = await step()
+                except StopAsyncIteration:
+                    return None
+                await ctx.asend(item)
+        finally:
+            await agen.aclose()
+
+    # --- cancellation and deadlines -------------------------------------------------------
+
+    def cancel(self, ctx: CallContext, reason: str) -> None:
+        """Stop a call as soon as possible; its terminal follows when it has stopped."""
+        state = ctx.request_cancel(reason)
+        if state == DONE:
+            return
+        if ctx.spec.is_async:
+            task, loop = ctx.task, ctx.loop
+            if task is not None and loop is not None:
+                loop.call_soon_threadsafe(task.cancel)
+        elif state == QUEUED:
+            self._finish_cancelled(ctx)
+        else:
+            ctx.interrupt()
+
+    def _expire(self, ctx: CallContext) -> None:
+        if ctx.state != DONE:
+            self.cancel(ctx, "timeout")
+
+    # --- terminals ------------------------------------------------------------------------
+
+    def _finish(self, ctx: CallContext, frame: bytes, ok: bool) -> None:
+        with ctx._lock:
+            if ctx.state == DONE:
+                return
+            ctx.state = DONE
+        with self._lock:
+            self._calls.pop(ctx.id, None)
+            if ok:
+                self.served += 1
+            else:
+                self.failed += 1
+            if not self._calls:
+                self._idle.notify_all()
+        try:
+            self._write(frame)
+        except OSError:
+            pass
+
+    def _finish_ok(self, ctx: CallContext, result: Any) -> None:
+        try:
+            frame = self.encode((OK, ctx.id, result))
+        except EncodeError as exc:
+            self._finish_error(ctx, _unencodable(exc, "result"))
+            return
+        self._finish(ctx, frame, True)
+
+    def _finish_error(self, ctx: CallContext, error: dict) -> None:
+        self._finish(ctx, self.encode((ERROR, ctx.id, error)), False)
+
+    def _finish_exception(self, ctx: CallContext, exc: BaseException) -> None:
+        if isinstance(exc, _ChunkUnencodable):
+            self._finish_error(ctx, _unencodable(exc.error, "chunk"))
+            return
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<unprintable {type(exc).__name__}>"
+        error = error_map("exception", type(exc).__name__, message, _format_tb(exc))
+        self._finish_error(ctx, error)
+
+    def _finish_cancelled(self, ctx: CallContext) -> None:
+        reason = ctx.cancel_reason or "cancelled"
+        if reason == "timeout":
+            error = error_map("timeout", "TimeoutError", f"call {ctx.method!r} ran past its deadline")
+        else:
+            error = error_map("cancelled", "CallCancelled", f"call {ctx.method!r} was {reason}"
+                              if reason != "cancelled" else f"call {ctx.method!r} was cancelled",
+                              reason=reason)  # fmt: skip
+        self._finish_error(ctx, error)
+
+    def _reject(self, cid: int, kind: str, type_: str, message: str, **details: Any) -> None:
+        self.failed += 1
+        self.send((ERROR, cid, error_map(kind, type_, message, **details)))
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    def shutdown(self, grace_ms: float | None = None) -> None:
+        """Drain (refuse new calls, let running ones finish within the grace), ``:bye``, exit."""
+        with self._lock:
+            if self.draining:
+                return
+            self.draining = True
+        grace = (self.default_grace_ms if grace_ms is None else grace_ms) / 1000.0
+        threading.Thread(target=self._drain, args=(grace,), name="snakepit-drain",
+                         daemon=True).start()  # fmt: skip
+
+    def _drain(self, grace: float) -> None:
+        self._wait_idle(grace)
+        self.cancel_all("shutdown")
+        self._wait_idle(1.0)
+        self.send((BYE, self.stats()))
+        self.exit()
+
+    def _wait_idle(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        with self._lock:
+            while self._calls:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def cancel_all(self, reason: str) -> None:
+        """Cancel every call in flight."""
+        with self._lock:
+            ctxs = list(self._calls.values())
+        for ctx in ctxs:
+            self.cancel(ctx, reason)
+
+    def abort(self, wait: float = 0.2) -> None:
+        """End of input: cancel everything, give it ``wait`` seconds, and exit."""
+        self.aborted = True
+        self.draining = True
+        self.cancel_all("shutdown")
+        self._wait_idle(wait)
+        self.exit()
+
+    def stats(self) -> dict:
+        """The ``:bye`` statistics."""
+        return {
+            A("served"): self.served,
+            A("failed"): self.failed,
+            A("uptime_ms"): int((time.monotonic() - self.started) * 1000),
+        }
+
+    def exit(self) -> None:
+        """Tell the transport to exit (once)."""
+        with self._lock:
+            if self._exiting:
+                return
+            self._exiting = True
+        if self in _active:
+            _active.remove(self)
+        self.on_exit()
+
+
+class SyncPool:
+    """Runs a dispatcher's sync calls on ``threads`` plain threads (for non-Port transports)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._queue: queue.SimpleQueue[CallContext] = queue.SimpleQueue()
+        for i in range(dispatcher.threads):
+            threading.Thread(target=self._run, name=f"snakepit-sync-{i}", daemon=True).start()
+
+    def handle(self, msg: Any) -> None:
+        """Dispatch ``msg``; a sync call it yields runs on the pool."""
+        ctx = self.dispatcher.handle(msg)
+        if ctx is not None:
+            self._queue.put(ctx)
+
+    def _run(self) -> None:
+        while True:
+            self.dispatcher.run_sync(self._queue.get())
+
+
+def _unencodable(exc: EncodeError, what: str) -> dict:
+    return error_map(
+        "unencodable", "EncodeError", f"the {what} cannot be encoded: {exc}",
+        None, type=exc.value_type or "",
+    )  # fmt: skip
+
+
+def _check_opts(opts: dict) -> str | None:
+    t = opts.get("timeout_ms")
+    if t is not None and (type(t) not in (int, float) or t <= 0):
+        return f"opts.timeout_ms must be a positive number, got: {_short(t)}"
+    c = opts.get("credit")
+    if c is not None and (type(c) is not int or c < 0):
+        return f"opts.credit must be a non-negative integer, got: {_short(c)}"
+    m = opts.get("meta")
+    if m is not None and type(m) is not dict:
+        return f"opts.meta must be a map, got: {_short(m)}"
+    return None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if type(v) is int else None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _atom_keys(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {A(k) if type(k) is str else k: _atom_keys(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_atom_keys(x) for x in v]
+    return v
+
+
+def set_loaded_models(models: list[Any]) -> None:
+    """Remember the loaded models (for health reports) and publish them."""
+    _loaded_models[:] = list(models)
+    for d in active_dispatchers():
+        d.publish("loaded_models", list(models))

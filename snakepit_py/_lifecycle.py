@@ -1,0 +1,97 @@
+"""Dying with the parent and taking our children along.
+
+Mechanism (Linux): at start the worker makes itself a *child subreaper*
+(``prctl(PR_SET_CHILD_SUBREAPER)``), so processes its children leave behind
+are re-parented to the worker instead of to init. On exit it walks /proc for
+every descendant, sends SIGTERM, waits a short grace, then SIGKILLs whatever is
+left — a child that ignores SIGTERM dies too. A worker killed with SIGKILL
+cannot do this; its supervisor must (the harness kills by OS pid).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+__all__ = ["become_subreaper", "descendants", "kill_descendants"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Ask the kernel to re-parent orphaned descendants to this process (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _parents() -> dict[int, int]:
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name is in parentheses and may contain spaces: split after it.
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        if len(rest) > 1 and rest[0] != b"Z":  # zombies are dead already
+            table[int(name)] = int(rest[1])
+    return table
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every live descendant of ``pid`` (default: this process), children first."""
+    root = os.getpid() if pid is None else pid
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def kill_descendants(grace: float = 0.3) -> None:
+    """SIGTERM every descendant, then SIGKILL the ones still alive after ``grace`` seconds."""
+    pids = descendants()
+    if not pids:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        _reap()
+        pids = descendants()
+        if not pids:
+            return
+        time.sleep(0.01)
+    for pid in descendants():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    _reap()

@@ -1,0 +1,182 @@
+"""Serving a worker over an Erlang Port: process setup, leader/followers, exit.
+
+Threads: every protocol-reading thread is a *leader/follower*. One of them
+(the leader) reads frames and answers control messages (health, describe,
+cancel, credit) inline. When it reads a sync call it may run, it hands the
+reading role to a waiting follower and runs the call itself, on the thread
+that read it, so a call costs no hand-over to another thread on its way in;
+the follower wakes while the call runs. ``threads + 1`` such threads exist, so
+someone always reads. The main thread only waits for the exit signal and
+handles SIGTERM; async methods run on one event-loop thread.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from . import _lifecycle, _logging
+from ._dispatcher import Dispatcher
+from ._options import WorkerOptions
+from ._registry import Registry
+from .codec import get_codec
+from .errors import DecodeError
+from .transport.port import FrameReader, FrameTooLarge, FrameWriter, protect_stdio
+
+__all__ = ["serve", "peek_call_id"]
+
+_worker_args: list[str] = []
+
+
+def worker_args() -> list[str]:
+    """The options given after ``--`` on the worker's command line, for the worker's own code."""
+    return list(_worker_args)
+
+
+def peek_call_id(frame: bytes) -> int | None:
+    """Find the id of a ``{:call, id, ...}`` frame that did not decode as a whole (ETF only)."""
+    try:
+        if frame[0] != 131:
+            return None
+        pos = 3 if frame[1] == 104 else 6 if frame[1] == 105 else 0
+        if not pos:
+            return None
+        tag = frame[pos]
+        if tag in (119, 115):
+            end = pos + 2 + frame[pos + 1]
+            name = frame[pos + 2 : end]
+        elif tag in (118, 100):
+            end = pos + 3 + int.from_bytes(frame[pos + 1 : pos + 3], "big")
+            name = frame[pos + 3 : end]
+        else:
+            return None
+        if bytes(name) not in (b"call", b"cancel", b"credit"):
+            return None
+        if frame[end] == 97:
+            return frame[end + 1]
+        if frame[end] == 98 and len(frame) >= end + 5:
+            value = int.from_bytes(frame[end + 1 : end + 5], "big", signed=True)
+            return value if value >= 0 else None
+    except IndexError:
+        return None
+    return None
+
+
+class _LeaderFollowers:
+    """Reads frames on whichever thread holds the baton (see the module docstring)."""
+
+    def __init__(self, reader: FrameReader, decode: Callable[[Any], Any], dispatcher: Dispatcher,
+                 peek: Callable[[bytes], int | None]) -> None:  # fmt: skip
+        self.reader = reader
+        self.decode = decode
+        self.dispatcher = dispatcher
+        self.peek = peek
+        self._baton = _thread.allocate_lock()
+        self._baton.acquire()
+
+    def start(self, threads: int) -> None:
+        for i in range(threads + 1):
+            threading.Thread(target=self._follow, name=f"snakepit-lf-{i}", daemon=True).start()
+        self._baton.release()
+
+    def _follow(self) -> None:
+        baton, run_sync = self._baton, self.dispatcher.run_sync
+        while True:
+            baton.acquire()
+            ctx = self._lead()
+            if ctx is None:
+                return  # end of input: keep the baton, nobody reads any more
+            baton.release()
+            run_sync(ctx)
+
+    def _lead(self) -> Any:
+        read, decode, handle = self.reader.read, self.decode, self.dispatcher.handle
+        while True:
+            try:
+                frame = read()
+            except FrameTooLarge as exc:
+                self.dispatcher.bad_request(
+                    self.peek(exc.head),
+                    f"frame of {exc.size} bytes is over the limit of {self.reader.max_frame}",
+                )
+                continue
+            except OSError:
+                frame = None
+            if frame is None:
+                self.dispatcher.abort()
+                return None
+            try:
+                msg = decode(frame)
+            except DecodeError as exc:
+                self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
+                continue
+            ctx = handle(msg)
+            if ctx is not None:
+                return ctx
+
+
+def _run_atexit(budget: float) -> None:
+    t = threading.Thread(target=atexit._run_exitfuncs, name="snakepit-atexit", daemon=True)
+    t.start()
+    t.join(budget)
+
+
+def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
+    """Run a worker over the Port until end of input, ``:shutdown`` or SIGTERM; never returns.
+
+    Args:
+        load: imports the user's code and returns its registry (called after
+            stdout is protected, so prints at import time are harmless).
+        opts: the worker options.
+    """
+    _worker_args[:] = opts.worker_args
+    if opts.stdio:
+        fd_in, fd_out = protect_stdio(True)
+    else:
+        fd_in, fd_out = opts.fd_in, opts.fd_out
+        for fd in (fd_in, fd_out):
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                print(f"snakepit-py: protocol fd {fd} is not open; launch the worker from a "
+                      "Port with :nouse_stdio, or pass --stdio or --fd IN,OUT", file=sys.stderr)
+                os._exit(2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lifecycle.become_subreaper()
+    codec = get_codec(opts.codec)
+    writer = FrameWriter(fd_out)
+    done = threading.Event()
+    registry = load()
+    dispatcher = Dispatcher(
+        registry, codec, writer.write,
+        threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
+        on_exit=done.set, default_grace_ms=opts.grace_ms,
+    )  # fmt: skip
+    handler = _logging.install(dispatcher.send, opts.log_level)
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())
+    reader = FrameReader(fd_in, opts.max_frame)
+    peek = peek_call_id if opts.codec == "etf" else (lambda _frame: None)
+    dispatcher.send_ready()
+    _LeaderFollowers(reader, codec.decode, dispatcher, peek).start(opts.threads)
+    while not done.wait(3600):
+        pass
+    import logging
+
+    logging.getLogger().removeHandler(handler)
+    writer.closed = True
+    # After end of input the whole exit must fit in 1 s; after a clean shutdown
+    # the user's atexit handlers get longer.
+    _run_atexit(0.3 if dispatcher.aborted else 2.0)
+    _lifecycle.kill_descendants(0.2)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(0)

@@ -1,0 +1,223 @@
+"""The ``snakepit-py`` command: ``worker``, ``call`` and ``describe``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from typing import Any
+
+from ._options import add_worker_arguments, options_from_args, split_worker_args
+
+__all__ = ["main", "run_main_module"]
+
+
+def _load_or_die(target: str):
+    from ._registry import load_target
+
+    def load():
+        try:
+            return load_target(target)
+        except BaseException:
+            traceback.print_exc()
+            print(f"snakepit-py: could not load worker {target!r}", file=sys.stderr)
+            sys.stderr.flush()
+            import os
+
+            os._exit(1)
+
+    return load
+
+
+def _serve(load, opts) -> None:
+    if opts.grpc:
+        from .transport.grpc import serve as serve_grpc
+
+        serve_grpc(load, opts)
+    else:
+        from ._server import serve
+
+        serve(load, opts)
+
+
+def run_main_module(argv: list[str] | None) -> None:
+    """Serve the ``__main__`` module's methods with options from ``argv`` (default sys.argv)."""
+    from ._registry import registry_from_module
+
+    runtime_argv, worker_argv = split_worker_args(list(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(prog=sys.argv[0], description="serve this script's methods")
+    add_worker_arguments(parser)
+    ns = parser.parse_args(runtime_argv)
+    opts = options_from_args(ns, worker_argv)
+    _serve(lambda: registry_from_module(sys.modules["__main__"]), opts)
+
+
+# --- call / describe --------------------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses as JSON, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_fallback)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _fallback(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode("utf-8", "backslashreplace")
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError
+
+
+def _print_error(err: Any) -> None:
+    print(f"error ({err.kind}): {err.type}: {err.message}", file=sys.stderr)
+    if err.details:
+        for key, value in err.details.items():
+            print(f"  {key}: {_show(value)}", file=sys.stderr)
+    if err.traceback:
+        print(err.traceback.rstrip(), file=sys.stderr)
+
+
+def _cmd_call(ns: argparse.Namespace, worker_argv: list[str]) -> int:
+    from .errors import CallError
+    from .testing import FakeSupervisor
+
+    args = [_parse_value(a) for a in ns.args]
+    kwargs = {}
+    for item in ns.kw or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"snakepit-py: --kw expects KEY=VALUE, got: {item!r}", file=sys.stderr)
+            return 2
+        kwargs[key] = _parse_value(value)
+    timeout_ms = int(ns.timeout * 1000) if ns.timeout else None
+    # Ctrl-C must cancel the call, not kill us with a traceback: the worker
+    # ignores SIGINT, so we turn it into an exception we handle below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with FakeSupervisor(ns.target, worker_args=worker_argv, threads=ns.threads) as sup:
+        describe = {m["name"]: m for m in sup.describe()["methods"]}
+        streaming = describe.get(ns.method, {}).get("streaming", False)
+        try:
+            if streaming:
+                stream = sup.stream(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+                try:
+                    for chunk in stream:
+                        print(_show(chunk), flush=True)
+                except KeyboardInterrupt:
+                    stream.cancel()
+                    try:
+                        for _ in stream:
+                            pass
+                    except CallError:
+                        pass
+                    print("cancelled", file=sys.stderr)
+                    return 130
+                result = stream.result
+            else:
+                call = sup.start_call(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+                try:
+                    result = call.wait()
+                except KeyboardInterrupt:
+                    sup.cancel(call.id)
+                    try:
+                        call.wait()
+                    except CallError:
+                        pass
+                    print("cancelled", file=sys.stderr)
+                    return 130
+        except CallError as err:
+            _print_error(err)
+            return 1
+    print(_show(result) if ns.json or streaming else _pretty(result))
+    return 0
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        try:
+            return json.dumps(value, indent=2, ensure_ascii=False, default=_fallback)
+        except (TypeError, ValueError):
+            return repr(value)
+    return _show(value)
+
+
+def _cmd_describe(ns: argparse.Namespace, worker_argv: list[str]) -> int:
+    from .testing import FakeSupervisor
+
+    with FakeSupervisor(ns.target, worker_args=worker_argv) as sup:
+        catalogue = sup.describe()
+    if ns.json:
+        print(json.dumps(catalogue, indent=2, default=_fallback))
+        return 0
+    for m in catalogue["methods"]:
+        params = []
+        for p in m["params"]:
+            text = p["name"]
+            if p["kind"] == "var_positional":
+                text = "*" + text
+            elif p["kind"] == "var_keyword":
+                text = "**" + text
+            if p["annotation"]:
+                text += f": {p['annotation']}"
+            if not p["required"] and p["kind"] not in ("var_positional", "var_keyword"):
+                text += f" = {_show(p['default'])}"
+            params.append(text)
+        flags = [f for f, on in (("async", m["async"]), ("streaming", m["streaming"])) if on]
+        if m["timeout_ms"]:
+            flags.append(f"timeout {m['timeout_ms']} ms")
+        suffix = f"  [{', '.join(flags)}]" if flags else ""
+        print(f"{m['name']}({', '.join(params)}){suffix}")
+        if m["doc"]:
+            for line in m["doc"].splitlines():
+                print(f"    {line}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="snakepit-py",
+        description="Python workers for BEAM supervisors. Options after a bare -- go to the "
+        "worker's own code (snakepit_py.worker_args()).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="serve TARGET over the Port (what the supervisor launches)")
+    w.add_argument("target", help="path/worker.py, package.module or package.module:Class")
+    add_worker_arguments(w)
+    c = sub.add_parser("call", help="start TARGET, make one call, print the result")
+    c.add_argument("target")
+    c.add_argument("method")
+    c.add_argument("args", nargs="*", help="positional arguments (JSON, or plain text)")
+    c.add_argument("--kw", action="append", metavar="KEY=VALUE", help="a keyword argument")
+    c.add_argument("--timeout", type=float, help="seconds before the call times out")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    d = sub.add_parser("describe", help="print TARGET's method catalogue")
+    d.add_argument("target")
+    d.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``snakepit-py`` and ``python -m snakepit_py``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    runtime_argv, worker_argv = split_worker_args(argv)
+    ns = _parser().parse_args(runtime_argv)
+    if ns.command == "worker":
+        _serve(_load_or_die(ns.target), options_from_args(ns, worker_argv))
+        return 0
+    if ns.command == "call":
+        return _cmd_call(ns, worker_argv)
+    return _cmd_describe(ns, worker_argv)

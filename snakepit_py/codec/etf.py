@@ -1,0 +1,762 @@
+"""Erlang External Term Format (what ``term_to_binary/1,2`` produces), in pure Python.
+
+``encode(obj) -> bytes`` and ``decode(data) -> obj`` follow the term mapping of
+the wire protocol: atoms ``true``/``false``/``nil`` are ``True``/``False``/``None``,
+other atoms are :class:`Atom`, binaries are ``str`` when valid UTF-8 and
+``bytes`` otherwise, lists are ``list`` (:class:`ImproperList` when the tail is
+not ``[]``), tuples are ``tuple``, maps are ``dict``. Pids, ports, references
+and funs decode to opaque values (:class:`Pid`, :class:`Port`,
+:class:`Reference`, :class:`Fun`) that keep their exact bytes and encode back
+to the identical term.
+
+The decoder is written for hostile input: it raises only :class:`DecodeError`,
+checks every length against the bytes that remain before using it, bounds the
+nesting depth, and never inflates a compressed term beyond ``max_size``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import DecodeError, EncodeError
+from ._terms import Atom, ImproperList
+
+__all__ = [
+    # codec
+    "name",
+    "encode",
+    "decode",
+    # term types
+    "Atom",
+    "ImproperList",
+    "Opaque",
+    "Pid",
+    "Port",
+    "Reference",
+    "Fun",
+    # limits
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MAX_DEPTH",
+]
+
+name = "etf"
+
+DEFAULT_MAX_SIZE = 64 * 2**20
+"""Largest input (and largest inflated compressed term) ``decode`` accepts, in bytes."""
+
+# Every nesting level costs one Python frame, in the decoder and the encoder
+# alike; 512 leaves ample room under CPython's default recursion limit (1000)
+# even for a caller that is already a few hundred frames deep.
+DEFAULT_MAX_DEPTH = 512
+"""Deepest nesting of lists, tuples, maps (and funs) ``decode`` and ``encode`` accept."""
+
+# --- tags (erts/emulator/beam/external.h) ----------------------------------
+
+_VERSION = 131
+_COMPRESSED = 80
+_NEW_FLOAT = 70
+_BIT_BINARY = 77
+_ATOM_CACHE_REF = 82
+_NEW_PID = 88
+_NEW_PORT = 89
+_NEWER_REFERENCE = 90
+_SMALL_INTEGER = 97
+_INTEGER = 98
+_FLOAT = 99
+_ATOM = 100
+_REFERENCE = 101
+_PORT = 102
+_PID = 103
+_SMALL_TUPLE = 104
+_LARGE_TUPLE = 105
+_NIL = 106
+_STRING = 107
+_LIST = 108
+_BINARY = 109
+_SMALL_BIG = 110
+_LARGE_BIG = 111
+_NEW_FUN = 112
+_EXPORT = 113
+_NEW_REFERENCE = 114
+_SMALL_ATOM = 115
+_MAP = 116
+_ATOM_UTF8 = 118
+_SMALL_ATOM_UTF8 = 119
+_V4_PORT = 120
+_LOCAL = 121
+
+_ATOM_TAGS = frozenset((_ATOM, _SMALL_ATOM, _ATOM_UTF8, _SMALL_ATOM_UTF8))
+
+# Bound methods of precompiled structs: the cheapest way to read fixed fields.
+_u16 = struct.Struct(">H").unpack_from
+_u32 = struct.Struct(">I").unpack_from
+_i32 = struct.Struct(">i").unpack_from
+_f64 = struct.Struct(">d").unpack_from
+_pack_tag_u32 = struct.Struct(">BI").pack
+_pack_tag_i32 = struct.Struct(">Bi").pack
+_pack_tag_f64 = struct.Struct(">Bd").pack
+_pack_tag_u16 = struct.Struct(">BH").pack
+
+
+# --- opaque terms ----------------------------------------------------------
+
+
+class Opaque:
+    """A term Python cannot use but must hand back intact (pid, port, reference, fun).
+
+    It keeps the term's exact encoding (tag byte included, version byte not)
+    and encodes back to those bytes. Equal, hashable and ordered by type and
+    bytes, so it can be a dict key or sit in a set.
+
+    Attributes:
+        raw: the term's bytes as they arrived.
+    """
+
+    __slots__ = ("raw",)
+
+    _tags: frozenset[int] = frozenset()
+
+    def __init__(self, raw: bytes) -> None:
+        raw = bytes(raw)
+        if self._tags and (not raw or raw[0] not in self._tags):
+            raise ValueError(f"{type(self).__name__} needs the bytes of its term, tag included")
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Opaque):
+            return NotImplemented
+        return type(self) is type(other) and self.raw == other.raw
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, Opaque):
+            return NotImplemented
+        return type(self) is not type(other) or self.raw != other.raw
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Opaque):
+            return NotImplemented
+        return (type(self).__name__, self.raw) < (type(other).__name__, other.raw)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.raw))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.raw!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.raw,))
+
+
+class Pid(Opaque):
+    """An Erlang process identifier (``PID_EXT`` or ``NEW_PID_EXT``)."""
+
+    __slots__ = ()
+    _tags = frozenset((_PID, _NEW_PID))
+
+
+class Port(Opaque):
+    """An Erlang port identifier (``PORT_EXT``, ``NEW_PORT_EXT`` or ``V4_PORT_EXT``)."""
+
+    __slots__ = ()
+    _tags = frozenset((_PORT, _NEW_PORT, _V4_PORT))
+
+
+class Reference(Opaque):
+    """An Erlang reference (``REFERENCE_EXT``, ``NEW_REFERENCE_EXT``, ``NEWER_REFERENCE_EXT``)."""
+
+    __slots__ = ()
+    _tags = frozenset((_REFERENCE, _NEW_REFERENCE, _NEWER_REFERENCE))
+
+
+class Fun(Opaque):
+    """An Erlang fun: a closure (``NEW_FUN_EXT``) or ``fun M:F/A`` (``EXPORT_EXT``)."""
+
+    __slots__ = ()
+    _tags = frozenset((_NEW_FUN, _EXPORT))
+
+
+def _new_opaque(cls: type[Opaque], raw: bytes) -> Opaque:
+    # The decoder has already checked the bytes: skip __init__'s validation.
+    obj = object.__new__(cls)
+    obj.raw = raw
+    return obj
+
+
+# --- decoding --------------------------------------------------------------
+
+# Decoded atoms by name bytes. Protocol traffic reuses a handful of atoms, so
+# this saves a decode and an Atom() per atom; it is cleared when it grows past
+# _ATOM_CACHE_MAX so that hostile input cannot make it grow without bound.
+_ATOM_CACHE_MAX = 4096
+_ATOM_SEED: dict[bytes, Any] = {b"true": True, b"false": False, b"nil": None}
+_utf8_atoms: dict[bytes, Any] = dict(_ATOM_SEED)
+_latin1_atoms: dict[bytes, Any] = dict(_ATOM_SEED)
+
+
+def _new_atom(raw: bytes, encoding: str, cache: dict[bytes, Any], data: bytes, pos: int) -> Any:
+    """Decode, check and cache an atom name the cache did not know."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        raise DecodeError("atom name is not valid UTF-8", data, pos) from None
+    if len(text) > 255:
+        raise DecodeError("atom longer than 255 characters", data, pos)
+    atom = Atom(text)
+    if len(cache) >= _ATOM_CACHE_MAX:
+        cache.clear()
+        cache.update(_ATOM_SEED)
+    cache[raw] = atom
+    return atom
+
+
+def _node_end(data: bytes, pos: int) -> int:
+    """Return where the node-name atom starting at ``pos`` ends (for pids, ports, refs)."""
+    tag = data[pos]
+    if tag == _SMALL_ATOM_UTF8 or tag == _SMALL_ATOM:
+        return pos + 2 + data[pos + 1]
+    if tag == _ATOM_UTF8 or tag == _ATOM:
+        return pos + 3 + _u16(data, pos + 1)[0]
+    raise DecodeError(f"expected a node name atom, found tag {tag}", data, pos)
+
+
+# Kinds of open container in the decoder's stack.
+_K_TOP = 0
+_K_TUPLE = 1
+_K_MAP = 2
+_K_LIST = 3
+
+
+def _decode_term(data: bytes, pos: int, max_depth: int) -> tuple[Any, int]:
+    """Decode the term whose tag is at ``data[pos]``; return it and where it ends.
+
+    Iterative, not recursive: open containers live on an explicit stack, so
+    nesting costs no Python frames and a leaf costs no function call. Reading
+    past the end either raises IndexError/struct.error or returns an end beyond
+    ``len(data)``; ``decode`` turns both into DecodeError.
+    """
+    # The container being filled: its items, how many values it still needs,
+    # and its kind. The top level is a one-slot container.
+    items: list[Any] = []
+    append = items.append
+    left = 1
+    kind = _K_TOP
+    stack: list[tuple[list[Any], int, int]] = []
+    room = max_depth  # how many more containers may be opened
+    while True:
+        tag = data[pos]
+        # Tags in the order protocol traffic uses them most.
+        if tag == 97:  # SMALL_INTEGER_EXT
+            value = data[pos + 1]
+            pos += 2
+        elif tag == 119:  # SMALL_ATOM_UTF8_EXT (OTP 26+)
+            end = pos + 2 + data[pos + 1]
+            raw = data[pos + 2 : end]
+            try:
+                value = _utf8_atoms[raw]
+            except KeyError:
+                value = _new_atom(raw, "utf-8", _utf8_atoms, data, pos)
+            pos = end
+        elif tag == 100:  # ATOM_EXT, latin-1 (what OTP 25 emits)
+            end = pos + 3 + _u16(data, pos + 1)[0]
+            raw = data[pos + 3 : end]
+            try:
+                value = _latin1_atoms[raw]
+            except KeyError:
+                value = _new_atom(raw, "latin-1", _latin1_atoms, data, pos)
+            pos = end
+        elif tag == 109:  # BINARY_EXT
+            start = pos + 5
+            pos = start + _u32(data, pos + 1)[0]
+            value = data[start:pos]
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                pass  # not UTF-8: stays bytes
+        elif tag == 104:  # SMALL_TUPLE_EXT
+            arity = data[pos + 1]
+            pos += 2
+            if arity:
+                if not room:
+                    raise DecodeError("term nested too deeply", data, pos)
+                room -= 1
+                stack.append((items, left, kind))
+                items = []
+                append = items.append
+                left = arity
+                kind = _K_TUPLE
+                continue
+            value = ()
+        elif tag == 116:  # MAP_EXT
+            arity = _u32(data, pos + 1)[0]
+            pos += 5
+            if arity:
+                if 2 * arity > len(data) - pos:
+                    raise DecodeError(f"map of {arity} pairs overruns the input", data, pos)
+                if not room:
+                    raise DecodeError("term nested too deeply", data, pos)
+                room -= 1
+                stack.append((items, left, kind))
+                items = []
+                append = items.append
+                left = 2 * arity
+                kind = _K_MAP
+                continue
+            value = {}
+        elif tag == 106:  # NIL_EXT
+            value = []
+            pos += 1
+        elif tag == 108:  # LIST_EXT: length elements, then the tail
+            length = _u32(data, pos + 1)[0]
+            pos += 5
+            if length >= len(data) - pos:  # each element and the tail take >= 1 byte
+                raise DecodeError(f"list of {length} elements overruns the input", data, pos)
+            if not room:
+                raise DecodeError("term nested too deeply", data, pos)
+            room -= 1
+            stack.append((items, left, kind))
+            items = []
+            append = items.append
+            left = length + 1
+            kind = _K_LIST
+            continue
+        elif tag == 107:  # STRING_EXT: a list of small integers (a charlist)
+            start = pos + 3
+            pos = start + _u16(data, pos + 1)[0]
+            value = list(data[start:pos])
+        elif tag == 98:  # INTEGER_EXT
+            value = _i32(data, pos + 1)[0]
+            pos += 5
+        elif tag == 70:  # NEW_FLOAT_EXT
+            value = _f64(data, pos + 1)[0]
+            pos += 9
+        elif tag == 105:  # LARGE_TUPLE_EXT
+            arity = _u32(data, pos + 1)[0]
+            pos += 5
+            if arity:
+                if arity > len(data) - pos:
+                    raise DecodeError(f"tuple of {arity} elements overruns the input", data, pos)
+                if not room:
+                    raise DecodeError("term nested too deeply", data, pos)
+                room -= 1
+                stack.append((items, left, kind))
+                items = []
+                append = items.append
+                left = arity
+                kind = _K_TUPLE
+                continue
+            value = ()
+        else:
+            value, pos = _decode_rare(data, pos, tag, room)
+
+        # Hand the value to the open container, closing every container it completes.
+        append(value)
+        left -= 1
+        while not left:
+            if kind == _K_TUPLE:
+                value = tuple(items)
+            elif kind == _K_MAP:
+                # A key Python cannot hash raises TypeError, reported by decode().
+                value = dict(zip(items[::2], items[1::2]))
+            elif kind == _K_LIST:
+                tail = items.pop()
+                value = items if tail == [] and type(tail) is list else _improper(items, tail)
+            else:
+                return items[0], pos
+            items, left, kind = stack.pop()
+            room += 1
+            append = items.append
+            append(value)
+            left -= 1
+
+
+def _improper(items: list[Any], tail: Any) -> Any:
+    """Build the value of a LIST_EXT whose tail is not NIL."""
+    if not items:
+        return tail
+    if isinstance(tail, ImproperList):
+        # [a | [b | c]] written by hand: flatten to [a, b | c] as the BEAM would.
+        return ImproperList(items + tail, tail.tail)
+    if type(tail) is list:
+        # A list-typed tail (STRING_EXT or nested LIST_EXT): the list is proper.
+        return items + tail
+    return ImproperList(items, tail)
+
+
+def _decode_rare(data: bytes, pos: int, tag: int, room: int) -> tuple[Any, int]:
+    """Decode a leaf tag that protocol traffic seldom carries (bigs, pids, refs, funs...)."""
+    if tag == _SMALL_BIG or tag == _LARGE_BIG:
+        if tag == _SMALL_BIG:
+            n = data[pos + 1]
+            start = pos + 3
+        else:
+            n = _u32(data, pos + 1)[0]
+            start = pos + 6
+        end = start + n
+        sign = data[start - 1]
+        if end > len(data) or sign > 1:
+            raise DecodeError("malformed big integer", data, pos)
+        value = int.from_bytes(data[start:end], "little")
+        return (-value if sign else value), end
+    if tag == _ATOM_UTF8 or tag == _SMALL_ATOM:
+        if tag == _ATOM_UTF8:
+            start = pos + 3
+            end = start + _u16(data, pos + 1)[0]
+            cache, encoding = _utf8_atoms, "utf-8"
+        else:
+            start = pos + 2
+            end = start + data[pos + 1]
+            cache, encoding = _latin1_atoms, "latin-1"
+        raw = data[start:end]
+        try:
+            return cache[raw], end
+        except KeyError:
+            return _new_atom(raw, encoding, cache, data, pos), end
+    if tag == _FLOAT:  # 31 bytes of "%.20e" text, NUL padded (minor_version 0)
+        text = data[pos + 1 : pos + 32].split(b"\x00", 1)[0]
+        try:
+            return float(text.decode("ascii")), pos + 32
+        except (UnicodeDecodeError, ValueError):
+            raise DecodeError("malformed FLOAT_EXT", data, pos) from None
+    if tag == _NEW_PID:
+        end = _node_end(data, pos + 1) + 12
+        return _new_opaque(Pid, data[pos:end]), end
+    if tag == _NEWER_REFERENCE or tag == _NEW_REFERENCE:
+        words = _u16(data, pos + 1)[0]
+        if words > 5:  # the BEAM writes at most 5 id words
+            raise DecodeError(f"reference with {words} id words", data, pos)
+        creation = 4 if tag == _NEWER_REFERENCE else 1
+        end = _node_end(data, pos + 3) + creation + 4 * words
+        return _new_opaque(Reference, data[pos:end]), end
+    if tag == _PID:
+        end = _node_end(data, pos + 1) + 9
+        return _new_opaque(Pid, data[pos:end]), end
+    if tag == _NEW_PORT or tag == _V4_PORT or tag == _PORT:
+        end = _node_end(data, pos + 1) + _PORT_TAIL[tag]
+        return _new_opaque(Port, data[pos:end]), end
+    if tag == _REFERENCE:
+        end = _node_end(data, pos + 1) + 5
+        return _new_opaque(Reference, data[pos:end]), end
+    if tag == _NEW_FUN:
+        return _decode_new_fun(data, pos, room)
+    if tag == _EXPORT:
+        end = pos + 1
+        for _ in range(3):  # module atom, function atom, arity: leaves, no room needed
+            _, end = _decode_term(data, end, 0)
+        return _new_opaque(Fun, data[pos:end]), end
+    if tag == _BIT_BINARY:
+        raise DecodeError("bitstrings are not supported (only binaries of whole bytes)", data, pos)
+    if tag == _COMPRESSED:
+        raise DecodeError("COMPRESSED_EXT is only allowed at the top of a term", data, pos)
+    if tag == _ATOM_CACHE_REF or tag == _LOCAL:
+        raise DecodeError(f"distribution-only tag {tag} is not supported", data, pos)
+    raise DecodeError(f"unknown term tag {tag}", data, pos)
+
+
+# Bytes after a port's node name: ID and Creation.
+_PORT_TAIL = {_PORT: 5, _NEW_PORT: 8, _V4_PORT: 12}
+
+
+def _decode_new_fun(data: bytes, pos: int, room: int) -> tuple[Any, int]:
+    """Check a NEW_FUN_EXT's structure and return it as an opaque :class:`Fun`."""
+    # Free variables are whole terms, decoded (recursively) only to check them.
+    if not room:
+        raise DecodeError("term nested too deeply", data, pos)
+    # Size counts itself and everything after it; the fixed part is
+    # Size(4) Arity(1) Uniq(16) Index(4) NumFree(4).
+    end = pos + 1 + _u32(data, pos + 1)[0]
+    if end > len(data):
+        raise DecodeError("NEW_FUN_EXT overruns the input", data, pos)
+    num_free = _u32(data, pos + 26)[0]
+    p = pos + 30
+    # Module, OldIndex, OldUniq, Pid, then the free variables: all terms.
+    for _ in range(4 + num_free):
+        if p >= end:
+            break
+        _, p = _decode_term(data, p, room - 1)
+    if p != end:
+        raise DecodeError("NEW_FUN_EXT size does not match its contents", data, pos)
+    return _new_opaque(Fun, data[pos:end]), end
+
+
+def _inflate(data: bytes, max_size: int) -> bytes:
+    """Inflate a COMPRESSED_EXT body, never producing more than ``max_size + 1`` bytes."""
+    size = _u32(data, 2)[0]
+    if size > max_size:
+        raise DecodeError(f"compressed term inflates to {size} bytes, over {max_size}", data, 2)
+    inflater = zlib.decompressobj()
+    try:
+        # Ask for one byte more than declared to notice a stream that lies.
+        body = inflater.decompress(data[6:], size + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"bad zlib data in compressed term: {exc}", data, 6) from None
+    if len(body) != size or not inflater.eof:
+        raise DecodeError("compressed term does not inflate to its declared size", data, 6)
+    if inflater.unused_data:
+        raise DecodeError("trailing bytes after the compressed term", data, len(data))
+    return body
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Decode one term in External Term Format (version byte 131 first).
+
+    Args:
+        data: exactly one encoded term, e.g. a frame from the BEAM.
+        max_size: largest input, and largest inflated compressed term, accepted.
+        max_depth: deepest nesting of lists, tuples and maps accepted.
+
+    Returns:
+        The Python value (see the module docstring for the mapping).
+
+    Raises:
+        DecodeError: for anything but exactly one well-formed, supported term
+            within the limits; never another exception for bad bytes.
+        TypeError: when ``data`` is not a bytes-like object.
+    """
+    if type(data) is not bytes:
+        if isinstance(data, str):
+            raise TypeError("decode() needs bytes, not str")
+        data = bytes(data)
+    size = len(data)
+    if size > max_size:
+        raise DecodeError(f"term of {size} bytes is over the {max_size}-byte limit", data)
+    if size < 2 or data[0] != _VERSION:
+        raise DecodeError("not an external term (no version byte 131)", data, 0)
+    try:
+        if data[1] == _COMPRESSED:
+            body = _inflate(data, max_size)
+            value, pos = _decode_term(body, 0, max_depth)
+            end = len(body)
+        else:
+            body = data
+            value, pos = _decode_term(data, 1, max_depth)
+            end = size
+    except DecodeError:
+        raise
+    except (IndexError, struct.error):
+        raise DecodeError("truncated term", data) from None
+    except RecursionError:
+        raise DecodeError("term nested too deeply for the Python stack", data) from None
+    except TypeError as exc:
+        # A map key Python cannot hash (a list, a map).
+        raise DecodeError(f"unsupported term: {exc}", data) from None
+    except Exception as exc:  # anything else the bytes could provoke, e.g. MemoryError
+        raise DecodeError(f"malformed term: {type(exc).__name__}: {exc}", data) from None
+    if pos != end:
+        if pos > end:
+            raise DecodeError("truncated term", data, end)
+        raise DecodeError(f"{end - pos} trailing bytes after the term", body, pos)
+    return value
+
+
+# --- encoding --------------------------------------------------------------
+
+_SMALL_INTS = [bytes((_SMALL_INTEGER, i)) for i in range(256)]
+_SMALL_TUPLES = [bytes((_SMALL_TUPLE, i)) for i in range(256)]
+_NIL_BYTES = bytes((_NIL,))
+_TRUE_BYTES = bytes((_SMALL_ATOM_UTF8, 4)) + b"true"
+_FALSE_BYTES = bytes((_SMALL_ATOM_UTF8, 5)) + b"false"
+_NIL_ATOM_BYTES = bytes((_SMALL_ATOM_UTF8, 3)) + b"nil"
+
+# Encoded atoms by name, bounded like the decoder's cache.
+_atom_bytes: dict[str, bytes] = {}
+
+
+def _encode_atom(atom: str) -> bytes:
+    """Return the encoding of atom ``atom`` (what OTP 26 writes: UTF-8 atom tags)."""
+    raw = atom.encode()
+    if len(atom) > 255:
+        raise EncodeError(f"atom longer than 255 characters: {atom[:40]!r}...", "Atom")
+    n = len(raw)
+    out = bytes((_SMALL_ATOM_UTF8, n)) + raw if n < 256 else _pack_tag_u16(_ATOM_UTF8, n) + raw
+    if len(_atom_bytes) >= _ATOM_CACHE_MAX:
+        _atom_bytes.clear()
+    _atom_bytes[str(atom)] = out
+    return out
+
+
+def _encode_int(obj: int) -> bytes:
+    """Return the encoding of an integer too large for SMALL_INTEGER_EXT."""
+    if -2147483648 <= obj <= 2147483647:
+        return _pack_tag_i32(_INTEGER, obj)
+    sign = obj < 0
+    magnitude = -obj if sign else obj
+    n = (magnitude.bit_length() + 7) // 8
+    digits = magnitude.to_bytes(n, "little")
+    if n < 256:
+        return bytes((_SMALL_BIG, n, sign)) + digits
+    return _pack_tag_u32(_LARGE_BIG, n) + bytes((sign,)) + digits
+
+
+def _type_name(obj: object) -> str:
+    """Return the qualified name of ``obj``'s type, as EncodeError reports it."""
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _encode_term(obj: Any, out: bytearray, depth: int, default: Callable[[Any], Any] | None) -> None:
+    """Append the encoding of ``obj`` to ``out``."""
+    t = type(obj)
+    # Exact types first, in the order protocol traffic uses them most; the
+    # isinstance chain in _encode_other handles subclasses and the rest.
+    if t is int:
+        if 0 <= obj < 256:
+            out += _SMALL_INTS[obj]
+        else:
+            out += _encode_int(obj)
+    elif t is Atom:
+        try:
+            out += _atom_bytes[obj]
+        except KeyError:
+            out += _encode_atom(obj)
+    elif t is str:
+        raw = obj.encode()
+        out += _pack_tag_u32(_BINARY, len(raw))
+        out += raw
+    elif t is tuple:
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", "tuple")
+        n = len(obj)
+        out += _SMALL_TUPLES[n] if n < 256 else _pack_tag_u32(_LARGE_TUPLE, n)
+        depth -= 1
+        for item in obj:
+            if type(item) is int and 0 <= item < 256:
+                out += _SMALL_INTS[item]
+            else:
+                _encode_term(item, out, depth, default)
+    elif t is dict:
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", "dict")
+        out += _pack_tag_u32(_MAP, len(obj))
+        depth -= 1
+        for key, value in obj.items():
+            _encode_term(key, out, depth, default)
+            _encode_term(value, out, depth, default)
+    elif t is list:
+        if not obj:
+            out += _NIL_BYTES
+            return
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", "list")
+        out += _pack_tag_u32(_LIST, len(obj))
+        depth -= 1
+        for item in obj:
+            if type(item) is int and 0 <= item < 256:
+                out += _SMALL_INTS[item]
+            else:
+                _encode_term(item, out, depth, default)
+        out += _NIL_BYTES
+    elif obj is None:
+        out += _NIL_ATOM_BYTES
+    elif t is bool:
+        out += _TRUE_BYTES if obj else _FALSE_BYTES
+    elif t is float:
+        if not math.isfinite(obj):
+            raise EncodeError(f"the BEAM has no float {obj!r}", "float")
+        out += _pack_tag_f64(_NEW_FLOAT, obj)
+    elif t is bytes:
+        out += _pack_tag_u32(_BINARY, len(obj))
+        out += obj
+    else:
+        _encode_other(obj, out, depth, default)
+
+
+def _encode_other(obj: Any, out: bytearray, depth: int, default: Callable[[Any], Any] | None) -> None:
+    """Append the encoding of a value whose exact type ``_encode_term`` does not know."""
+    if isinstance(obj, Opaque):
+        out += obj.raw
+    elif isinstance(obj, (bytearray, memoryview)):
+        raw = bytes(obj)  # a memoryview's len() counts items, not bytes
+        out += _pack_tag_u32(_BINARY, len(raw))
+        out += raw
+    elif isinstance(obj, ImproperList):
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", "ImproperList")
+        if not obj:
+            _encode_term(obj.tail, out, depth - 1, default)
+            return
+        out += _pack_tag_u32(_LIST, len(obj))
+        for item in obj:
+            _encode_term(item, out, depth - 1, default)
+        _encode_term(obj.tail, out, depth - 1, default)
+    elif isinstance(obj, Atom):
+        _encode_term(Atom(obj), out, depth, default)
+    # Subclasses of the builtin types (IntEnum, StrEnum, OrderedDict, namedtuple...)
+    # encode as their base type; bool cannot be subclassed, so int is safe here.
+    elif isinstance(obj, int):
+        _encode_term(int(obj), out, depth, default)
+    elif isinstance(obj, str):
+        _encode_term(str(obj), out, depth, default)
+    elif isinstance(obj, float):
+        _encode_term(float(obj), out, depth, default)
+    elif isinstance(obj, bytes):
+        _encode_term(bytes(obj), out, depth, default)
+    elif isinstance(obj, (tuple, list, dict)):
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", _type_name(obj))
+        base = tuple if isinstance(obj, tuple) else list if isinstance(obj, list) else dict
+        # Shallow conversion: the items themselves are still encoded one by one.
+        _encode_term(base(obj.items() if base is dict else obj), out, depth, default)
+    elif default is not None:
+        if depth <= 0:
+            raise EncodeError("default hook keeps returning unencodable values", _type_name(obj))
+        _encode_term(default(obj), out, depth - 1, default)
+    else:
+        type_name = _type_name(obj)
+        raise EncodeError(f"cannot encode a value of type {type_name}", type_name)
+
+
+def encode(
+    obj: Any,
+    *,
+    default: Callable[[Any], Any] | None = None,
+    compressed: int | None = None,
+) -> bytes:
+    """Encode ``obj`` in External Term Format, as ``term_to_binary/2`` would.
+
+    Args:
+        obj: the value to encode (see the module docstring for the mapping).
+        default: called with any value of a type the codec does not know; its
+            return value is encoded instead (like ``json.dumps(default=...)``).
+            It should raise for values it cannot convert either.
+        compressed: a zlib level 1-9 to emit a COMPRESSED_EXT term, as
+            ``term_to_binary(t, [{:compressed, level}])`` does: only when that is
+            shorter. ``None`` or ``0`` emits the term uncompressed.
+
+    Returns:
+        The encoded term, version byte 131 first.
+
+    Raises:
+        EncodeError: for a value (or a ``default`` result) that has no mapping,
+            a float NaN or infinity, a str that is not valid Unicode, an atom
+            longer than 255 characters, or nesting deeper than
+            ``DEFAULT_MAX_DEPTH`` (which includes cycles).
+    """
+    out = bytearray(b"\x83")
+    try:
+        _encode_term(obj, out, DEFAULT_MAX_DEPTH, default)
+    except RecursionError:
+        raise EncodeError("value nested too deeply for the Python stack", _type_name(obj)) from None
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"str is not valid Unicode: {exc}", "str") from None
+    except OverflowError as exc:
+        # An integer too large for the BEAM's 32-bit length fields.
+        raise EncodeError(f"value too large for the external term format: {exc}", "int") from None
+    if compressed:
+        if not 1 <= compressed <= 9:
+            raise ValueError(f"compressed must be a zlib level 0-9 or None, got: {compressed!r}")
+        body = memoryview(out)[1:]
+        packed = zlib.compress(body, compressed)
+        if len(packed) + 5 < len(body):
+            return b"\x83" + _pack_tag_u32(_COMPRESSED, len(body)) + packed
+    return bytes(out)

@@ -1,0 +1,129 @@
+"""The one error tree of snakepit_py.
+
+Everything the package raises on purpose derives from :class:`SnakepitError`,
+except :class:`CallCancelled`, which derives from ``BaseException`` so that a
+user's ``except Exception:`` cannot swallow a cancellation (the same choice
+``asyncio.CancelledError`` makes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "SnakepitError",
+    "CodecError",
+    "EncodeError",
+    "DecodeError",
+    "ProtocolError",
+    "RegistryError",
+    "MethodNotFound",
+    "BadArguments",
+    "CallError",
+    "CallCancelled",
+]
+
+
+class SnakepitError(Exception):
+    """Root of every error snakepit_py raises on purpose."""
+
+
+class CodecError(SnakepitError):
+    """A value could not be encoded or a frame could not be decoded."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A Python value has no mapping to the wire format.
+
+    Attributes:
+        value_type: the qualified name of the Python type that failed.
+    """
+
+    def __init__(self, message: str, value_type: str | None = None) -> None:
+        super().__init__(message)
+        self.value_type = value_type
+
+
+class DecodeError(CodecError, ValueError):
+    """Bytes are not a valid (or acceptable) encoded term.
+
+    Attributes:
+        data: a prefix (at most 64 bytes) of the input that failed.
+        offset: where in the input decoding stopped, when known.
+    """
+
+    def __init__(self, message: str, data: bytes = b"", offset: int | None = None) -> None:
+        super().__init__(message)
+        self.data = bytes(data[:64])
+        self.offset = offset
+
+
+class ProtocolError(SnakepitError):
+    """A frame decoded but is not a message the protocol allows."""
+
+
+class RegistryError(SnakepitError):
+    """A worker's methods are declared wrongly (raised at import time)."""
+
+
+class MethodNotFound(SnakepitError, LookupError):
+    """No method of that name is registered.
+
+    Attributes:
+        name: the method that was asked for.
+        known: the names that exist.
+    """
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no method {name!r}; known methods: {', '.join(known) or '(none)'}")
+        self.name = name
+        self.known = known
+
+
+class BadArguments(SnakepitError, TypeError):
+    """Arguments do not bind to a method's signature.
+
+    Attributes:
+        signature: the method's signature as text.
+    """
+
+    def __init__(self, message: str, signature: str) -> None:
+        super().__init__(message)
+        self.signature = signature
+
+
+class CallError(SnakepitError):
+    """A call answered with an error (raised by clients such as FakeSupervisor).
+
+    Attributes:
+        kind: the protocol error kind (``"exception"``, ``"timeout"``, ...).
+        type: the Python exception type name on the worker side.
+        traceback: the worker-side traceback text, or None.
+        details: the error's ``details`` map.
+        error: the whole error map as received.
+    """
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.error = error
+        self.kind = str(error.get("kind"))
+        self.type = error.get("type")
+        self.traceback = error.get("traceback")
+        self.details = error.get("details") or {}
+        message = error.get("message")
+        super().__init__(f"{self.kind}: {self.type}: {message}")
+        self.message = message
+
+
+class CallCancelled(BaseException):
+    """Raised inside a call that was cancelled (or ran past its deadline).
+
+    Derives from BaseException on purpose: ``except Exception`` in user code
+    does not stop a cancellation.
+
+    Attributes:
+        reason: ``"cancelled"``, ``"timeout"`` or ``"shutdown"``.
+    """
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        super().__init__(reason)
+        self.reason = reason

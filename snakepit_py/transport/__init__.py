@@ -1,0 +1,1 @@
+"""Transports: how frames reach the dispatcher (``port``; ``grpc`` with the grpc extra)."""
