@@ -22,9 +22,16 @@ _current: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", d
 # Call states.
 QUEUED, RUNNING, DONE = 0, 1, 2
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
-_set_async_exc.restype = ctypes.c_int
+_set_async_exc_raw = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc_raw.restype = ctypes.c_int
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
+    # None must reach C as NULL (which clears a pending exception), not Py_None.
+    return _set_async_exc_raw(
+        ctypes.c_ulong(thread_id), None if exc is None else ctypes.py_object(exc)
+    )
+
 
 
 def current_call() -> CallContext:
