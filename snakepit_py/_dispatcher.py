@@ -329,7 +329,7 @@ class Dispatcher:
                 extra = {"health_check_error": f"{type(exc).__name__}: {exc}"}
         if self.draining:
             status = "draining"
-        elif self._sync_free == 0 or len(self._calls) >= self.max_inflight:
+        elif len(self._calls) >= self.max_inflight or self._running_sync() >= self.threads:
             status = "busy"
         else:
             status = "healthy"
@@ -345,6 +345,12 @@ class Dispatcher:
             A("loaded_models"): loaded,
             A("extra"): extra,
         }
+
+    def _running_sync(self) -> int:
+        # Counted from the calls in flight (not from free slots), so a call whose
+        # terminal was just sent never counts, even before its thread moves on.
+        with self._lock:
+            return sum(1 for c in self._calls.values() if c.state == RUNNING and not c.spec.is_async)
 
     # --- running sync calls ---------------------------------------------------------------
 

@@ -202,6 +202,7 @@ class FakeSupervisor:
         self._python = python or sys.executable
         self._cwd = cwd
         self._output = tempfile.TemporaryFile()
+        self._final_output: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class FakeSupervisor:
         self._reader.start()
         if not self._ready.wait(self.ready_timeout) or self.ready is None:
             self.kill()
+            self._release()
             raise ProtocolError(
                 f"worker {self.target!r} did not become ready; its output:\n{self.output()}"
             )
@@ -261,19 +263,37 @@ class FakeSupervisor:
         except OSError:
             pass
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        self._release()
+        return code
+
+    def _release(self) -> None:
+        self._reader.join(5)
+        if self._final_output is None:
+            self._final_output = self.output()
+            self._output.close()
+            try:
+                os.close(self._in_fd)
+            except OSError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL the worker."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        try:
+            os.close(self._out_fd)
+        except OSError:
+            pass
 
     def output(self) -> str:
         """Everything the worker wrote to stdout and stderr so far."""
+        if self._final_output is not None:
+            return self._final_output
         self._output.flush()
         pos = self._output.tell()
         self._output.seek(0)
@@ -380,7 +400,7 @@ class FakeSupervisor:
         self.send_term((_SHUTDOWN, grace_ms))
         assert self.proc is not None
         self.proc.wait(timeout)
-        self._reader.join(timeout)
+        self._release()
         return self.bye
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> None:
