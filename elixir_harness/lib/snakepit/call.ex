@@ -145,6 +145,11 @@ defmodule Snakepit.Call do
   @doc false
   def down_error(pid, :noproc), do: Error.new(:noproc, "#{inspect(pid)} is not running")
 
+  def down_error(pid, reason)
+      when reason in [:normal, :shutdown] or
+             (is_tuple(reason) and elem(reason, 0) == :shutdown),
+      do: Error.new(:shutting_down, "#{inspect(pid)} stopped: #{inspect(reason)}")
+
   def down_error(pid, reason),
     do: Error.new(:worker_crashed, "#{inspect(pid)} exited: #{inspect(reason)}")
 

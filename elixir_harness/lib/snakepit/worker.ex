@@ -627,7 +627,8 @@ defmodule Snakepit.Worker do
 
   # The process died or was killed after :ready: fail everything, restart.
   defp crashed(error, state) do
-    for {_id, call} <- state.calls, do: finish_call(call, {:error, error}, state)
+    # The pool hears :down rather than a checkin per failed call.
+    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,
@@ -691,7 +692,7 @@ defmodule Snakepit.Worker do
       :start_failed,
       "Python worker #{name(state)} (#{state.opts[:python]} -m snakepit_py worker " <>
         "#{state.opts[:target]}) #{why}#{output}",
-      details: %{output_tail: tail}
+      details: %{output_tail: tail, os_pid: state.os_pid}
     )
   end
 
