@@ -133,9 +133,7 @@ class RayConnection:
 
     def _refresh(self) -> None:
         if self.opts.local:
-            self.procs.record(
-                {p: t for p, t in descendants().items() if p not in self._before}
-            )
+            self.procs.record({p: t for p, t in descendants().items() if p not in self._before})
         ray = self._ray
         try:
             snapshot = {
@@ -155,7 +153,7 @@ class RayConnection:
         return {
             "address": self.opts.ray_address,
             "connected": self.connected,
-            "error": None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+            "error": None if self._error is None else _describe(self._error),
             "auth": self.auth,
             "temp_dir": self.temp_dir,
             "ray_pids": sorted(self.procs.alive()) if self.opts.local else [],
@@ -180,6 +178,10 @@ class RayConnection:
             t = threading.Thread(target=ray.shutdown, name="snakepit-ray-shutdown", daemon=True)
             t.start()
             t.join(1.0)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _plain(resources: dict[str, Any]) -> dict[str, float]:

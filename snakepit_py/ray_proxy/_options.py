@@ -10,7 +10,8 @@ from .errors import ProxyConfigError
 __all__ = ["ProxyOptions", "parse_options"]
 
 USAGE = (
-    "snakepit-py worker snakepit_py.ray_proxy -- --ray-address local|auto|ray://HOST:PORT|HOST:PORT "
+    "snakepit-py worker snakepit_py.ray_proxy -- "
+    "--ray-address local|auto|ray://HOST:PORT|HOST:PORT "
     "[--num-cpus N] [--object-store-mb MB] [--tasks MODULE_OR_FILE]... [--allow PREFIX]... "
     "[--auth token|disabled|env] [--jobs-address URL --allow-entrypoint PREFIX...]"
 )

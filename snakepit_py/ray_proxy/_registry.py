@@ -66,9 +66,7 @@ def registered() -> dict[str, Spec]:
 
 def public_methods(cls: type) -> list[str]:
     """The names of ``cls``'s public callable members (the ones ``call_actor`` accepts)."""
-    return sorted(
-        n for n, v in inspect.getmembers(cls) if not n.startswith("_") and callable(v)
-    )
+    return sorted(n for n, v in inspect.getmembers(cls) if not n.startswith("_") and callable(v))
 
 
 def _decorator(kind: str, allowed: tuple[str, ...], obj: Any, options: dict[str, Any]) -> Any:
