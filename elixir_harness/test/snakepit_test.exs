@@ -93,7 +93,6 @@ defmodule SnakepitTest do
       assert {:ok, 3} = Snakepit.call(pool, %{method: "add", args: [1, 2]})
     end
 
-    @tag :needs_cancel
     test "the caller's timeout returns :timeout, cancels the call and frees the worker" do
       pool = start_pool(size: 1)
 
@@ -103,7 +102,6 @@ defmodule SnakepitTest do
       assert {:ok, 3} = Snakepit.call(pool, %{method: "add", args: [1, 2]}, timeout: 10_000)
     end
 
-    @tag :needs_cancel
     test "a method's own timeout is a :timeout error from Python", %{pool: pool} do
       assert {:error, %Error{kind: :timeout}} = Snakepit.call(pool, %{method: "too_slow"})
     end

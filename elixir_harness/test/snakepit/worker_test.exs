@@ -214,7 +214,6 @@ defmodule Snakepit.WorkerTest do
       end)
     end
 
-    @tag :needs_cancel
     test "calls still running when the grace ends get :cancelled" do
       w = start_worker(shutdown_grace: 200)
       task = Task.async(fn -> Worker.call(w, %{method: "sleep", args: [30]}, timeout: 30_000) end)
