@@ -70,7 +70,8 @@ class Counter:
         return self.value
 
     def countdown(self, n: int):
-        for i in range(n, 0, -1):
+        # Not `yield from range(...)`: Ray drives the generator with .send().
+        for i in range(n, 0, -1):  # noqa: UP028
             yield i
 
     def _secret(self) -> str:

@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,7 +28,7 @@ from ._options import ProxyOptions
 from ._procs import ProcessSet, descendants, start_time
 from .errors import RayProxyError
 
-__all__ = ["RayConnection"]
+__all__ = ["RayConnection", "unignore_sigint"]
 
 log = logging.getLogger("snakepit_py.ray_proxy")
 _PREFIX = "snakepit-ray-"
@@ -50,6 +52,8 @@ class RayConnection:
         self._thread: threading.Thread | None = None
         self._before: set[int] = set()
         self._closed = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._told: set[int] = set()
 
     @property
     def connected(self) -> bool:
@@ -112,6 +116,7 @@ class RayConnection:
         if opts.local:
             _remove_stale_dirs(opts.temp_dir or tempfile.gettempdir())
             self.temp_dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=opts.temp_dir)
+            self._start_watchdog()
             kwargs.update(
                 num_cpus=opts.num_cpus,
                 num_gpus=opts.num_gpus,
@@ -131,9 +136,33 @@ class RayConnection:
         self._ray = ray
         self._refresh()
 
+    def _start_watchdog(self) -> None:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_watchdog.py")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, script, self.temp_dir or ""],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or group signal must not reach it
+        )
+        self._before.add(self._watchdog.pid)
+
+    def _record_new(self) -> None:
+        """Record Ray's processes started since the last look, and tell the watchdog."""
+        self.procs.record({p: t for p, t in descendants().items() if p not in self._before})
+        fresh = [p for p in self.procs.known if p not in self._told]
+        if self._watchdog is not None and fresh:
+            lines = "".join(f"{p} {self.procs.known[p]}\n" for p in fresh)
+            try:
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.write(lines.encode())
+                self._watchdog.stdin.flush()
+                self._told.update(fresh)
+            except OSError:
+                pass
+
     def _refresh(self) -> None:
         if self.opts.local:
-            self.procs.record({p: t for p, t in descendants().items() if p not in self._before})
+            self._record_new()
         ray = self._ray
         try:
             snapshot = {
@@ -174,10 +203,33 @@ class RayConnection:
             self.procs.sweep(grace=0.1)
             if self.temp_dir:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if self._watchdog is not None and self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()  # nothing left for it to do: it exits
         elif ray is not None:
             t = threading.Thread(target=ray.shutdown, name="snakepit-ray-shutdown", daemon=True)
             t.start()
             t.join(1.0)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """SIGINT does nothing to the proxy (the runtime's rule), as a handler, not SIG_IGN."""
+
+
+def unignore_sigint() -> bool:
+    """Swap an ignored SIGINT (SIG_IGN) for a handler that does nothing.
+
+    The proxy still survives Ctrl-C, but processes it starts no longer inherit
+    SIG_IGN (exec resets handlers, not ignores). Ray needs that: a plain
+    ``ray.cancel`` interrupts a running task with ``_thread.interrupt_main``,
+    which does nothing in a worker whose SIGINT is ignored. Main thread only;
+    returns whether it swapped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return False
+    signal.signal(signal.SIGINT, _ignore)
+    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,8 +24,14 @@ def _remote_type(exc: BaseException) -> str:
 
 
 def is_cancelled(exc: BaseException) -> bool:
-    """True for Ray's "this task was cancelled" errors."""
-    return type(exc).__name__ in ("TaskCancelledError", "ActorCancelledError")
+    """True for Ray's "this task was cancelled" errors (also when wrapped in RayTaskError)."""
+    from ray import exceptions
+
+    kinds = tuple(
+        getattr(exceptions, n) for n in ("TaskCancelledError", "ActorCancelledError")
+        if hasattr(exceptions, n)
+    )  # fmt: skip
+    return isinstance(exc, kinds) or isinstance(getattr(exc, "cause", None), kinds)
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:

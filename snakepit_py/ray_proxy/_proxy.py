@@ -17,7 +17,7 @@ import snakepit_py as snakepit
 
 from ._actors import ActorTable
 from ._batches import Batch, BatchTable
-from ._connection import RayConnection
+from ._connection import RayConnection, unignore_sigint
 from ._generators import next_events
 from ._jobs import JobsClient
 from ._loader import load_task_modules
@@ -48,6 +48,7 @@ class RayProxy:
         self.actors = ActorTable()
         self.jobs = JobsClient(self.options.jobs_address, self.options.allow_entrypoint)
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="snakepit-ray")
+        unignore_sigint()  # before any Ray process exists (see its docstring)
         if self.options.connect_at_start:
             self._connect()
 
