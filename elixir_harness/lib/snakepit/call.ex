@@ -20,6 +20,7 @@ defmodule Snakepit.Call do
 
   @type t :: %{
           ref: reference() | nil,
+          caller: pid(),
           method: String.t(),
           args: list(),
           kwargs: map(),
@@ -81,6 +82,7 @@ defmodule Snakepit.Call do
 
     %{
       ref: nil,
+      caller: self(),
       method: method,
       args: args,
       kwargs: kwargs,

@@ -375,8 +375,14 @@ defmodule Snakepit.Pool do
 
     if w && w.status == :idle && not :queue.is_empty(state.queue) do
       case take_first(state.queue, &eligible?(&1, w, state)) do
-        nil -> state
-        {call, queue} -> dispatch(call, pid, %{state | queue: queue})
+        nil ->
+          state
+
+        {call, queue} ->
+          # a caller that died while queued no longer wants its call run
+          if Process.alive?(call.caller),
+            do: dispatch(call, pid, %{state | queue: queue}),
+            else: serve_queue(pid, %{state | queue: queue})
       end
     else
       state

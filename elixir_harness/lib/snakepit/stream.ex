@@ -65,7 +65,7 @@ defmodule Snakepit.Stream do
   end
 
   defp run(pool, call, fun, opener, tag) do
-    case Call.start(pool, call) do
+    case Call.start(pool, %{call | caller: self()}) do
       {:ok, target, ref} ->
         send(opener, {tag, {:ok, ref}})
         loop(target, ref, fun, call.deadline)

@@ -326,6 +326,13 @@ defmodule Snakepit.Worker do
     {:noreply, cancel(ref, state)}
   end
 
+  def handle_info({:DOWN, mon, :process, _pid, _reason}, state) do
+    case state.refs do
+      %{^mon => id} -> {:noreply, cancel_id(id, state)}
+      _ -> {:noreply, state}
+    end
+  end
+
   def handle_info({:"$snakepit_credit", ref, n}, state) do
     case state.refs do
       %{^ref => id} -> send_frame(state, {:credit, id, n})
@@ -500,12 +507,14 @@ defmodule Snakepit.Worker do
         opts = if timeout_ms, do: Map.put(opts, :timeout_ms, timeout_ms), else: opts
         opts = if call.credit, do: Map.put(opts, :credit, call.credit), else: opts
         send_frame(state, {:call, id, call.method, call.args, call.kwargs, opts})
+        # if the caller dies, the call is cancelled rather than run for nobody
+        mon = Process.monitor(call.caller)
 
         %{
           state
           | next_id: id + 1,
-            calls: Map.put(state.calls, id, call),
-            refs: Map.put(state.refs, call.ref, id)
+            calls: Map.put(state.calls, id, Map.put(call, :mon, mon)),
+            refs: state.refs |> Map.put(call.ref, id) |> Map.put(mon, id)
         }
     end
   end
@@ -523,8 +532,9 @@ defmodule Snakepit.Worker do
         state
 
       {call, calls} ->
+        Process.demonitor(call.mon, [:flush])
         finish_call(call, reply, state)
-        %{state | calls: calls, refs: Map.delete(state.refs, call.ref)}
+        %{state | calls: calls, refs: Map.drop(state.refs, [call.ref, call.mon])}
     end
   end
 
@@ -537,24 +547,24 @@ defmodule Snakepit.Worker do
   defp cancel(ref, state) do
     case state.refs do
       %{^ref => id} ->
-        send_frame(state, {:cancel, id})
-        grace = state.opts[:cancel_grace]
-
-        if grace != :infinity,
-          do: Process.send_after(self(), {:cancel_deadline, state.port, id}, grace)
-
-        state
+        cancel_id(id, state)
 
       _ ->
         {cancelled, backlog} = Enum.split_with(state.backlog, &(&1.ref == ref))
-
-        Enum.each(
-          cancelled,
-          &Call.reply(&1, {:error, Error.new(:cancelled, "cancelled before it was sent")})
-        )
-
+        error = Error.new(:cancelled, "cancelled before it was sent")
+        Enum.each(cancelled, &Call.reply(&1, {:error, error}))
         %{state | backlog: backlog}
     end
+  end
+
+  defp cancel_id(id, state) do
+    send_frame(state, {:cancel, id})
+    grace = state.opts[:cancel_grace]
+
+    if grace != :infinity,
+      do: Process.send_after(self(), {:cancel_deadline, state.port, id}, grace)
+
+    state
   end
 
   defp send_frame(%{port: port}, frame) when is_port(port) do
@@ -628,7 +638,10 @@ defmodule Snakepit.Worker do
   # The process died or was killed after :ready: fail everything, restart.
   defp crashed(error, state) do
     # The pool hears :down rather than a checkin per failed call.
-    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
+    for {_id, call} <- state.calls do
+      Process.demonitor(call.mon, [:flush])
+      Call.reply(call, {:error, error})
+    end
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,

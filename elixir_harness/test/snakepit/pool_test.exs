@@ -107,6 +107,21 @@ defmodule Snakepit.PoolTest do
       assert {:ok, "woke"} = Task.await(blocker)
       assert {:ok, 2} = Snakepit.call(pool, %{method: "echo", args: [2]})
     end
+
+    test "a call whose caller died while queued is never run" do
+      pool = start_pool(size: 1)
+      blocker = Task.async(fn -> call_block(pool, 0.5) end)
+      wait_until(fn -> Pool.stats(pool).busy == 1 end)
+
+      ghost = spawn(fn -> Snakepit.call(pool, %{method: "load_model", args: ["ghost"]}) end)
+      wait_until(fn -> Pool.stats(pool).queue_depth == 1 end)
+      Process.exit(ghost, :kill)
+
+      assert {:ok, "woke"} = Task.await(blocker)
+      # one worker, FIFO: had the ghost call run, it would have run before this one
+      assert {:ok, %{"loaded" => false}} =
+               Snakepit.call(pool, %{method: "has_model", args: ["ghost"]})
+    end
   end
 
   describe "crashes" do

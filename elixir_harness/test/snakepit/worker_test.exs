@@ -106,6 +106,15 @@ defmodule Snakepit.WorkerTest do
       assert new != old
     end
 
+    test "a caller that dies mid-call gets its call cancelled in Python" do
+      w = start_worker()
+      caller = spawn(fn -> Worker.call(w, %{method: "sleep", args: [60]}, timeout: 60_000) end)
+      wait_until(fn -> Worker.info(w).inflight == 1 end)
+      Process.exit(caller, :kill)
+      # threads=1: this waits behind the sleep unless the sleep was cancelled
+      assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
+    end
+
     test "calls sent while Python restarts wait for it" do
       w = start_worker()
 
