@@ -68,7 +68,7 @@ defmodule Demo do
       )
 
     trained = progress_loop()
-    IO.write("\n")
+    IO.puts("")
     say("trained #{inspect(trained["model"])} on #{who(trained)}")
 
     # ------------------------------------------------------------------
@@ -154,9 +154,10 @@ defmodule Demo do
       {:train, {:data, %{"epoch" => e, "epochs" => n, "loss" => loss}}} ->
         bar = String.duplicate("#", e) <> String.duplicate(".", n - e)
 
-        IO.write(
-          "\r   epoch #{pad(e, 2)}/#{n} [#{bar}] loss #{:erlang.float_to_binary(loss * 1.0, decimals: 4)}"
-        )
+        loss = :erlang.float_to_binary(loss * 1.0, decimals: 4)
+        # a live line on a terminal, one line per epoch in a log
+        start = if match?({:ok, _}, :io.columns()), do: "\r", else: "\n"
+        IO.write("#{start}   epoch #{pad(e, 2)}/#{n} [#{bar}] loss #{loss}")
 
         progress_loop()
 
