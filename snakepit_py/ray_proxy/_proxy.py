@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
+import shlex
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ from .errors import ProxyConfigError, RayProxyError, UnknownJob
 
 __all__ = ["RayProxy"]
 
+ARGS_ENV = "SNAKEPIT_RAY_PROXY_ARGS"
 POLL_S = 0.5  # the longest any one blocking Ray wait may take
 MAX_REPLICAS = 100_000
 
@@ -40,7 +43,9 @@ class RayProxy:
     """
 
     def __init__(self, argv: list[str] | None = None) -> None:
-        self.options: ProxyOptions = parse_options(snakepit.worker_args() if argv is None else argv)
+        if argv is None:  # after `--`, else $SNAKEPIT_RAY_PROXY_ARGS (for launchers without `--`)
+            argv = snakepit.worker_args() or shlex.split(os.environ.get(ARGS_ENV, ""))
+        self.options: ProxyOptions = parse_options(argv)
         _, self._by_value = load_task_modules(self.options.tasks)
         self.catalog = Catalog(self.options.allow)
         self.conn = RayConnection(self.options)
@@ -263,14 +268,21 @@ class RayProxy:
     # --- actors -----------------------------------------------------------------------------
 
     @snakepit.method
-    async def create_actor(self, cls: str, args: list | None = None,
-                           kwargs: dict | None = None) -> str:  # fmt: skip
-        """Create an actor of a registered class; returns its actor id."""
+    async def create_actor(
+        self, cls: str, args: list | None = None, kwargs: dict | None = None,
+        name: str | None = None,
+    ) -> str:  # fmt: skip
+        """Create an actor of a registered class; returns its actor id. With ``name`` the
+        actor is also a Ray named actor (in the proxy's namespace) that tasks can look up
+        with ``ray.get_actor(name)``; it still dies with the proxy."""
         spec = self.catalog.get(cls, "actor")
         ray = await self._ray()
 
         def create() -> Any:
-            return self._remote(ray, spec).remote(*_args(args), **_kwargs(kwargs))
+            remote = self._remote(ray, spec)
+            if name is not None:
+                remote = remote.options(name=str(name))
+            return remote.remote(*_args(args), **_kwargs(kwargs))
 
         return self.actors.add(spec, await self._run(create)).id
 
