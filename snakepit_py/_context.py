@@ -200,7 +200,10 @@ class CallContext:
     # leaves user code, so it never lands in the runtime's own bookkeeping.
 
     def _enter_user(self) -> None:
+        """Enter user code; a cancel that came while outside it is raised right here."""
         with self._lock:
+            if self.cancel_reason is not None:
+                raise CallCancelled(self.cancel_reason)
             self._in_user = True
 
     def _leave_user(self) -> bool:

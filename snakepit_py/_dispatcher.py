@@ -376,7 +376,6 @@ class Dispatcher:
             if ctx.cancel_reason is None:
                 ctx.state = RUNNING
                 ctx._thread_id = threading.get_ident()
-                ctx._in_user = True
         if ctx.state != RUNNING:
             self._finish_cancelled(ctx)
             return
@@ -384,6 +383,8 @@ class Dispatcher:
         spec = ctx.spec
         try:
             try:
+                # Only from here on may an interrupt land in this thread.
+                ctx._enter_user()
                 result = spec.fn(*ctx.args, **ctx.kwargs)
                 if spec.is_generator:
                     result = self._drive_generator(ctx, result)
@@ -462,10 +463,14 @@ class Dispatcher:
     def _spawn_task(self, ctx: CallContext) -> None:
         if ctx.state == DONE:
             return
+        if ctx.cancel_reason is not None:
+            self._finish_cancelled(ctx)
+            return
         task = ctx.loop.create_task(self._run_async(ctx))  # type: ignore[union-attr]
         ctx.task = task
-        if ctx.cancel_reason is not None:
-            task.cancel()
+        # A task cancelled before its first step never runs its body, so the
+        # terminal for that case is sent from here (``_finish`` sends only one).
+        task.add_done_callback(lambda t: t.cancelled() and self._finish_cancelled(ctx))
 
     async def _run_async(self, ctx: CallContext) -> None:
         _current.set(ctx)

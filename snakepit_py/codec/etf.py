@@ -213,164 +213,151 @@ def _new_atom(raw: bytes, encoding: str, cache: dict[bytes, Any], data: bytes, p
     return atom
 
 
-def _node_end(data: bytes, pos: int) -> int:
-    """Return where the node-name atom starting at ``pos`` ends (for pids, ports, refs)."""
-    tag = data[pos]
-    if tag == _SMALL_ATOM_UTF8 or tag == _SMALL_ATOM:
-        return pos + 2 + data[pos + 1]
-    if tag == _ATOM_UTF8 or tag == _ATOM:
-        return pos + 3 + _u16(data, pos + 1)[0]
-    raise DecodeError(f"expected a node name atom, found tag {tag}", data, pos)
+# One function per tag, found through _DECODERS[tag]: a list index beats an
+# if-chain, and each nesting level costs exactly one Python frame, which the
+# depth limit bounds. Every decoder takes (data, pos, depth) with data[pos] its
+# tag, and returns (value, end). Reading past the end either raises IndexError
+# or struct.error or returns an end beyond len(data); decode() turns all of
+# those into DecodeError. ``depth`` is how many more containers may be opened.
 
 
-# Kinds of open container in the decoder's stack.
-_K_TOP = 0
-_K_TUPLE = 1
-_K_MAP = 2
-_K_LIST = 3
+def _dec_small_integer(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    return data[pos + 1], pos + 2
 
 
-def _decode_term(data: bytes, pos: int, max_depth: int) -> tuple[Any, int]:
-    """Decode the term whose tag is at ``data[pos]``; return it and where it ends.
+def _dec_integer(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    return _i32(data, pos + 1)[0], pos + 5
 
-    Iterative, not recursive: open containers live on an explicit stack, so
-    nesting costs no Python frames and a leaf costs no function call. Reading
-    past the end either raises IndexError/struct.error or returns an end beyond
-    ``len(data)``; ``decode`` turns both into DecodeError.
-    """
-    # The container being filled: its items, how many values it still needs,
-    # and its kind. The top level is a one-slot container.
-    items: list[Any] = []
+
+def _dec_new_float(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    return _f64(data, pos + 1)[0], pos + 9
+
+
+def _dec_small_atom_utf8(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    end = pos + 2 + data[pos + 1]
+    raw = data[pos + 2 : end]
+    try:
+        return _utf8_atoms[raw], end
+    except KeyError:
+        return _new_atom(raw, "utf-8", _utf8_atoms, data, pos), end
+
+
+def _dec_atom(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # ATOM_EXT is latin-1; OTP 25 still writes it for every latin-1 atom.
+    end = pos + 3 + _u16(data, pos + 1)[0]
+    raw = data[pos + 3 : end]
+    try:
+        return _latin1_atoms[raw], end
+    except KeyError:
+        return _new_atom(raw, "latin-1", _latin1_atoms, data, pos), end
+
+
+def _dec_atom_utf8(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    end = pos + 3 + _u16(data, pos + 1)[0]
+    raw = data[pos + 3 : end]
+    try:
+        return _utf8_atoms[raw], end
+    except KeyError:
+        return _new_atom(raw, "utf-8", _utf8_atoms, data, pos), end
+
+
+def _dec_small_atom(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    end = pos + 2 + data[pos + 1]
+    raw = data[pos + 2 : end]
+    try:
+        return _latin1_atoms[raw], end
+    except KeyError:
+        return _new_atom(raw, "latin-1", _latin1_atoms, data, pos), end
+
+
+def _dec_binary(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    start = pos + 5
+    end = start + _u32(data, pos + 1)[0]
+    raw = data[start:end]
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError:
+        return raw, end
+
+
+def _dec_small_tuple(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    if depth <= 0:
+        raise DecodeError("term nested too deeply", data, pos)
+    depth -= 1
+    items = []
     append = items.append
-    left = 1
-    kind = _K_TOP
-    stack: list[tuple[list[Any], int, int]] = []
-    room = max_depth  # how many more containers may be opened
-    while True:
+    pos += 2
+    for _ in range(data[pos - 1]):
         tag = data[pos]
-        # Tags in the order protocol traffic uses them most.
-        if tag == 97:  # SMALL_INTEGER_EXT
-            value = data[pos + 1]
+        if tag == 97:  # small integers inline: most leaves of an envelope
+            append(data[pos + 1])
             pos += 2
-        elif tag == 119:  # SMALL_ATOM_UTF8_EXT (OTP 26+)
-            end = pos + 2 + data[pos + 1]
-            raw = data[pos + 2 : end]
-            try:
-                value = _utf8_atoms[raw]
-            except KeyError:
-                value = _new_atom(raw, "utf-8", _utf8_atoms, data, pos)
-            pos = end
-        elif tag == 100:  # ATOM_EXT, latin-1 (what OTP 25 emits)
-            end = pos + 3 + _u16(data, pos + 1)[0]
-            raw = data[pos + 3 : end]
-            try:
-                value = _latin1_atoms[raw]
-            except KeyError:
-                value = _new_atom(raw, "latin-1", _latin1_atoms, data, pos)
-            pos = end
-        elif tag == 109:  # BINARY_EXT
-            start = pos + 5
-            pos = start + _u32(data, pos + 1)[0]
-            value = data[start:pos]
-            try:
-                value = value.decode()
-            except UnicodeDecodeError:
-                pass  # not UTF-8: stays bytes
-        elif tag == 104:  # SMALL_TUPLE_EXT
-            arity = data[pos + 1]
-            pos += 2
-            if arity:
-                if not room:
-                    raise DecodeError("term nested too deeply", data, pos)
-                room -= 1
-                stack.append((items, left, kind))
-                items = []
-                append = items.append
-                left = arity
-                kind = _K_TUPLE
-                continue
-            value = ()
-        elif tag == 116:  # MAP_EXT
-            arity = _u32(data, pos + 1)[0]
-            pos += 5
-            if arity:
-                if 2 * arity > len(data) - pos:
-                    raise DecodeError(f"map of {arity} pairs overruns the input", data, pos)
-                if not room:
-                    raise DecodeError("term nested too deeply", data, pos)
-                room -= 1
-                stack.append((items, left, kind))
-                items = []
-                append = items.append
-                left = 2 * arity
-                kind = _K_MAP
-                continue
-            value = {}
-        elif tag == 106:  # NIL_EXT
-            value = []
-            pos += 1
-        elif tag == 108:  # LIST_EXT: length elements, then the tail
-            length = _u32(data, pos + 1)[0]
-            pos += 5
-            if length >= len(data) - pos:  # each element and the tail take >= 1 byte
-                raise DecodeError(f"list of {length} elements overruns the input", data, pos)
-            if not room:
-                raise DecodeError("term nested too deeply", data, pos)
-            room -= 1
-            stack.append((items, left, kind))
-            items = []
-            append = items.append
-            left = length + 1
-            kind = _K_LIST
-            continue
-        elif tag == 107:  # STRING_EXT: a list of small integers (a charlist)
-            start = pos + 3
-            pos = start + _u16(data, pos + 1)[0]
-            value = list(data[start:pos])
-        elif tag == 98:  # INTEGER_EXT
-            value = _i32(data, pos + 1)[0]
-            pos += 5
-        elif tag == 70:  # NEW_FLOAT_EXT
-            value = _f64(data, pos + 1)[0]
-            pos += 9
-        elif tag == 105:  # LARGE_TUPLE_EXT
-            arity = _u32(data, pos + 1)[0]
-            pos += 5
-            if arity:
-                if arity > len(data) - pos:
-                    raise DecodeError(f"tuple of {arity} elements overruns the input", data, pos)
-                if not room:
-                    raise DecodeError("term nested too deeply", data, pos)
-                room -= 1
-                stack.append((items, left, kind))
-                items = []
-                append = items.append
-                left = arity
-                kind = _K_TUPLE
-                continue
-            value = ()
         else:
-            value, pos = _decode_rare(data, pos, tag, room)
-
-        # Hand the value to the open container, closing every container it completes.
-        append(value)
-        left -= 1
-        while not left:
-            if kind == _K_TUPLE:
-                value = tuple(items)
-            elif kind == _K_MAP:
-                # A key Python cannot hash raises TypeError, reported by decode().
-                value = dict(zip(items[::2], items[1::2]))
-            elif kind == _K_LIST:
-                tail = items.pop()
-                value = items if tail == [] and type(tail) is list else _improper(items, tail)
-            else:
-                return items[0], pos
-            items, left, kind = stack.pop()
-            room += 1
-            append = items.append
+            value, pos = _DECODERS[tag](data, pos, depth)
             append(value)
-            left -= 1
+    return tuple(items), pos
+
+
+def _dec_large_tuple(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    if depth <= 0:
+        raise DecodeError("term nested too deeply", data, pos)
+    depth -= 1
+    arity = _u32(data, pos + 1)[0]
+    pos += 5
+    if arity > len(data) - pos:  # every element takes at least one byte
+        raise DecodeError(f"tuple of {arity} elements overruns the input", data, pos)
+    items = []
+    append = items.append
+    for _ in range(arity):
+        value, pos = _DECODERS[data[pos]](data, pos, depth)
+        append(value)
+    return tuple(items), pos
+
+
+def _dec_map(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    if depth <= 0:
+        raise DecodeError("term nested too deeply", data, pos)
+    depth -= 1
+    arity = _u32(data, pos + 1)[0]
+    pos += 5
+    if 2 * arity > len(data) - pos:
+        raise DecodeError(f"map of {arity} pairs overruns the input", data, pos)
+    result = {}
+    decoders = _DECODERS
+    for _ in range(arity):
+        key, pos = decoders[data[pos]](data, pos, depth)
+        # A key Python cannot hash (a list, a map) raises TypeError here,
+        # which decode() reports as DecodeError.
+        result[key], pos = decoders[data[pos]](data, pos, depth)
+    return result, pos
+
+
+def _dec_nil(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    return [], pos + 1
+
+
+def _dec_list(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    if depth <= 0:
+        raise DecodeError("term nested too deeply", data, pos)
+    depth -= 1
+    length = _u32(data, pos + 1)[0]
+    pos += 5
+    if length >= len(data) - pos:  # every element, and the tail, take at least one byte
+        raise DecodeError(f"list of {length} elements overruns the input", data, pos)
+    items = []
+    append = items.append
+    for _ in range(length):
+        tag = data[pos]
+        if tag == 97:
+            append(data[pos + 1])
+            pos += 2
+        else:
+            value, pos = _DECODERS[tag](data, pos, depth)
+            append(value)
+    if data[pos] == _NIL:
+        return items, pos + 1
+    tail, pos = _DECODERS[data[pos]](data, pos, depth)
+    return _improper(items, tail), pos
 
 
 def _improper(items: list[Any], tail: Any) -> Any:
@@ -381,105 +368,155 @@ def _improper(items: list[Any], tail: Any) -> Any:
         # [a | [b | c]] written by hand: flatten to [a, b | c] as the BEAM would.
         return ImproperList(items + tail, tail.tail)
     if type(tail) is list:
-        # A list-typed tail (STRING_EXT or nested LIST_EXT): the list is proper.
+        # A list-typed tail (STRING_EXT or another LIST_EXT): the list is proper.
         return items + tail
     return ImproperList(items, tail)
 
 
-def _decode_rare(data: bytes, pos: int, tag: int, room: int) -> tuple[Any, int]:
-    """Decode a leaf tag that protocol traffic seldom carries (bigs, pids, refs, funs...)."""
-    if tag == _SMALL_BIG or tag == _LARGE_BIG:
-        if tag == _SMALL_BIG:
-            n = data[pos + 1]
-            start = pos + 3
-        else:
-            n = _u32(data, pos + 1)[0]
-            start = pos + 6
-        end = start + n
-        sign = data[start - 1]
-        if end > len(data) or sign > 1:
-            raise DecodeError("malformed big integer", data, pos)
-        value = int.from_bytes(data[start:end], "little")
-        return (-value if sign else value), end
-    if tag == _ATOM_UTF8 or tag == _SMALL_ATOM:
-        if tag == _ATOM_UTF8:
-            start = pos + 3
-            end = start + _u16(data, pos + 1)[0]
-            cache, encoding = _utf8_atoms, "utf-8"
-        else:
-            start = pos + 2
-            end = start + data[pos + 1]
-            cache, encoding = _latin1_atoms, "latin-1"
-        raw = data[start:end]
-        try:
-            return cache[raw], end
-        except KeyError:
-            return _new_atom(raw, encoding, cache, data, pos), end
-    if tag == _FLOAT:  # 31 bytes of "%.20e" text, NUL padded (minor_version 0)
-        text = data[pos + 1 : pos + 32].split(b"\x00", 1)[0]
-        try:
-            return float(text.decode("ascii")), pos + 32
-        except (UnicodeDecodeError, ValueError):
-            raise DecodeError("malformed FLOAT_EXT", data, pos) from None
-    if tag == _NEW_PID:
-        end = _node_end(data, pos + 1) + 12
-        return _new_opaque(Pid, data[pos:end]), end
-    if tag == _NEWER_REFERENCE or tag == _NEW_REFERENCE:
-        words = _u16(data, pos + 1)[0]
-        if words > 5:  # the BEAM writes at most 5 id words
-            raise DecodeError(f"reference with {words} id words", data, pos)
-        creation = 4 if tag == _NEWER_REFERENCE else 1
-        end = _node_end(data, pos + 3) + creation + 4 * words
-        return _new_opaque(Reference, data[pos:end]), end
-    if tag == _PID:
-        end = _node_end(data, pos + 1) + 9
-        return _new_opaque(Pid, data[pos:end]), end
-    if tag == _NEW_PORT or tag == _V4_PORT or tag == _PORT:
-        end = _node_end(data, pos + 1) + _PORT_TAIL[tag]
-        return _new_opaque(Port, data[pos:end]), end
-    if tag == _REFERENCE:
-        end = _node_end(data, pos + 1) + 5
-        return _new_opaque(Reference, data[pos:end]), end
-    if tag == _NEW_FUN:
-        return _decode_new_fun(data, pos, room)
-    if tag == _EXPORT:
-        end = pos + 1
-        for _ in range(3):  # module atom, function atom, arity: leaves, no room needed
-            _, end = _decode_term(data, end, 0)
-        return _new_opaque(Fun, data[pos:end]), end
-    if tag == _BIT_BINARY:
-        raise DecodeError("bitstrings are not supported (only binaries of whole bytes)", data, pos)
-    if tag == _COMPRESSED:
-        raise DecodeError("COMPRESSED_EXT is only allowed at the top of a term", data, pos)
-    if tag == _ATOM_CACHE_REF or tag == _LOCAL:
-        raise DecodeError(f"distribution-only tag {tag} is not supported", data, pos)
-    raise DecodeError(f"unknown term tag {tag}", data, pos)
+def _dec_string(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # STRING_EXT: a list of small integers (a charlist), one byte each.
+    start = pos + 3
+    end = start + _u16(data, pos + 1)[0]
+    return list(data[start:end]), end
 
 
-# Bytes after a port's node name: ID and Creation.
-_PORT_TAIL = {_PORT: 5, _NEW_PORT: 8, _V4_PORT: 12}
+def _dec_big(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # SMALL_BIG_EXT: n(1) sign(1) digits; LARGE_BIG_EXT: n(4) sign(1) digits.
+    if data[pos] == _SMALL_BIG:
+        n = data[pos + 1]
+        start = pos + 3
+    else:
+        n = _u32(data, pos + 1)[0]
+        start = pos + 6
+    end = start + n
+    sign = data[start - 1]
+    if end > len(data) or sign > 1:
+        raise DecodeError("malformed big integer", data, pos)
+    value = int.from_bytes(data[start:end], "little")
+    return (-value if sign else value), end
 
 
-def _decode_new_fun(data: bytes, pos: int, room: int) -> tuple[Any, int]:
-    """Check a NEW_FUN_EXT's structure and return it as an opaque :class:`Fun`."""
-    # Free variables are whole terms, decoded (recursively) only to check them.
-    if not room:
+def _dec_float(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # FLOAT_EXT (minor_version 0): 31 bytes of "%.20e" text, NUL padded.
+    text = data[pos + 1 : pos + 32].split(b"\x00", 1)[0]
+    try:
+        return float(text.decode("ascii")), pos + 32
+    except (UnicodeDecodeError, ValueError):
+        raise DecodeError("malformed FLOAT_EXT", data, pos) from None
+
+
+def _node_end(data: bytes, pos: int) -> int:
+    """Return where the node-name atom starting at ``pos`` ends (in pids, ports, refs)."""
+    tag = data[pos]
+    if tag == _SMALL_ATOM_UTF8 or tag == _SMALL_ATOM:
+        return pos + 2 + data[pos + 1]
+    if tag == _ATOM_UTF8 or tag == _ATOM:
+        return pos + 3 + _u16(data, pos + 1)[0]
+    raise DecodeError(f"expected a node name atom, found tag {tag}", data, pos)
+
+
+# Bytes after the node name, by tag: ID, Serial and Creation fields.
+_OPAQUE_TAIL = {_PID: 9, _NEW_PID: 12, _PORT: 5, _NEW_PORT: 8, _V4_PORT: 12, _REFERENCE: 5}
+_OPAQUE_CLASS: dict[int, type[Opaque]] = {
+    _PID: Pid,
+    _NEW_PID: Pid,
+    _PORT: Port,
+    _NEW_PORT: Port,
+    _V4_PORT: Port,
+    _REFERENCE: Reference,
+}
+
+
+def _dec_fixed_opaque(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # PID_EXT, NEW_PID_EXT, PORT_EXT, NEW_PORT_EXT, V4_PORT_EXT, REFERENCE_EXT:
+    # a node name atom followed by fixed-size fields.
+    tag = data[pos]
+    end = _node_end(data, pos + 1) + _OPAQUE_TAIL[tag]
+    return _new_opaque(_OPAQUE_CLASS[tag], data[pos:end]), end
+
+
+def _dec_new_reference(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # NEW_REFERENCE_EXT / NEWER_REFERENCE_EXT: Len(2) Node Creation(1 or 4) ID(4 * Len).
+    words = _u16(data, pos + 1)[0]
+    if words > 5:  # the BEAM writes at most 5 id words
+        raise DecodeError(f"reference with {words} id words", data, pos)
+    creation = 4 if data[pos] == _NEWER_REFERENCE else 1
+    end = _node_end(data, pos + 3) + creation + 4 * words
+    return _new_opaque(Reference, data[pos:end]), end
+
+
+def _dec_export(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # EXPORT_EXT (fun M:F/A): module atom, function atom, arity integer.
+    end = pos + 1
+    for _ in range(3):
+        _, end = _DECODERS[data[end]](data, end, 0)  # leaves: no container allowed
+    return _new_opaque(Fun, data[pos:end]), end
+
+
+def _dec_new_fun(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # NEW_FUN_EXT: Size(4) counts itself and all that follows; then Arity(1)
+    # Uniq(16) Index(4) NumFree(4), and terms: Module, OldIndex, OldUniq, Pid,
+    # and NumFree free variables. The terms are decoded only to check that
+    # they fill exactly Size bytes.
+    if depth <= 0:
         raise DecodeError("term nested too deeply", data, pos)
-    # Size counts itself and everything after it; the fixed part is
-    # Size(4) Arity(1) Uniq(16) Index(4) NumFree(4).
     end = pos + 1 + _u32(data, pos + 1)[0]
     if end > len(data):
         raise DecodeError("NEW_FUN_EXT overruns the input", data, pos)
     num_free = _u32(data, pos + 26)[0]
     p = pos + 30
-    # Module, OldIndex, OldUniq, Pid, then the free variables: all terms.
     for _ in range(4 + num_free):
         if p >= end:
             break
-        _, p = _decode_term(data, p, room - 1)
+        _, p = _DECODERS[data[p]](data, p, depth - 1)
     if p != end:
         raise DecodeError("NEW_FUN_EXT size does not match its contents", data, pos)
     return _new_opaque(Fun, data[pos:end]), end
+
+
+def _dec_refused(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    tag = data[pos]
+    if tag == _BIT_BINARY:
+        raise DecodeError("bitstrings are not supported (only binaries of whole bytes)", data, pos)
+    if tag == _COMPRESSED:
+        raise DecodeError("COMPRESSED_EXT is only allowed at the top of a term", data, pos)
+    if tag == _ATOM_CACHE_REF or tag == _LOCAL:
+        raise DecodeError(f"distribution-only term tag {tag} is not supported", data, pos)
+    raise DecodeError(f"unknown term tag {tag}", data, pos)
+
+
+_DECODERS: list[Callable[[bytes, int, int], tuple[Any, int]]] = [_dec_refused] * 256
+for _tag, _decoder in {
+    _SMALL_INTEGER: _dec_small_integer,
+    _INTEGER: _dec_integer,
+    _SMALL_BIG: _dec_big,
+    _LARGE_BIG: _dec_big,
+    _NEW_FLOAT: _dec_new_float,
+    _FLOAT: _dec_float,
+    _SMALL_ATOM_UTF8: _dec_small_atom_utf8,
+    _ATOM_UTF8: _dec_atom_utf8,
+    _SMALL_ATOM: _dec_small_atom,
+    _ATOM: _dec_atom,
+    _BINARY: _dec_binary,
+    _SMALL_TUPLE: _dec_small_tuple,
+    _LARGE_TUPLE: _dec_large_tuple,
+    _MAP: _dec_map,
+    _NIL: _dec_nil,
+    _LIST: _dec_list,
+    _STRING: _dec_string,
+    _PID: _dec_fixed_opaque,
+    _NEW_PID: _dec_fixed_opaque,
+    _PORT: _dec_fixed_opaque,
+    _NEW_PORT: _dec_fixed_opaque,
+    _V4_PORT: _dec_fixed_opaque,
+    _REFERENCE: _dec_fixed_opaque,
+    _NEW_REFERENCE: _dec_new_reference,
+    _NEWER_REFERENCE: _dec_new_reference,
+    _NEW_FUN: _dec_new_fun,
+    _EXPORT: _dec_export,
+}.items():
+    _DECODERS[_tag] = _decoder
+del _tag, _decoder
 
 
 def _inflate(data: bytes, max_size: int) -> bytes:
@@ -533,11 +570,11 @@ def decode(
     try:
         if data[1] == _COMPRESSED:
             body = _inflate(data, max_size)
-            value, pos = _decode_term(body, 0, max_depth)
+            value, pos = _DECODERS[body[0]](body, 0, max_depth)
             end = len(body)
         else:
             body = data
-            value, pos = _decode_term(data, 1, max_depth)
+            value, pos = _DECODERS[data[1]](data, 1, max_depth)
             end = size
     except DecodeError:
         raise
@@ -558,6 +595,8 @@ def decode(
 
 
 # --- encoding --------------------------------------------------------------
+
+_Hook = Callable[[Any], Any] | None
 
 _SMALL_INTS = [bytes((_SMALL_INTEGER, i)) for i in range(256)]
 _SMALL_TUPLES = [bytes((_SMALL_TUPLE, i)) for i in range(256)]
@@ -604,7 +643,7 @@ def _type_name(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _encode_term(obj: Any, out: bytearray, depth: int, default: Callable[[Any], Any] | None) -> None:
+def _encode_term(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
     """Append the encoding of ``obj`` to ``out``."""
     t = type(obj)
     # Exact types first, in the order protocol traffic uses them most; the
@@ -671,7 +710,7 @@ def _encode_term(obj: Any, out: bytearray, depth: int, default: Callable[[Any], 
         _encode_other(obj, out, depth, default)
 
 
-def _encode_other(obj: Any, out: bytearray, depth: int, default: Callable[[Any], Any] | None) -> None:
+def _encode_other(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
     """Append the encoding of a value whose exact type ``_encode_term`` does not know."""
     if isinstance(obj, Opaque):
         out += obj.raw
