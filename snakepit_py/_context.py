@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import threading
 import time
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import CallCancelled
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._dispatcher import Dispatcher
     from ._registry import Method
 
@@ -60,7 +61,7 @@ class CallContext:
         "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
         "cancel_reason", "_dispatcher", "_lock", "_cond", "_credit", "_seq",
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
-        "started",
+        "serial",
     )  # fmt: skip
 
     def __init__(
@@ -94,7 +95,7 @@ class CallContext:
         self.task: asyncio.Task[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._async_wake: asyncio.Event | None = None
-        self.started = 0.0
+        self.serial = 0  # set when the call has a deadline
 
     # --- what user code uses -------------------------------------------------------------
 
@@ -127,6 +128,8 @@ class CallContext:
 
     async def asend(self, chunk: Any) -> None:
         """Stream one chunk from async code, awaiting credit without blocking the loop."""
+        import asyncio
+
         while True:
             self.check_cancelled()
             with self._lock:
@@ -226,6 +229,8 @@ class CallContext:
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    import asyncio
+
     try:
         return asyncio.get_running_loop() is loop
     except RuntimeError:

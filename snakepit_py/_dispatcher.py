@@ -10,16 +10,14 @@ transport can run them on the thread that read them (leader/followers);
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import os
-import queue
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current
@@ -27,6 +25,10 @@ from ._registry import Registry
 from ._timers import Deadlines
 from .codec import Atom
 from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
+
+if TYPE_CHECKING:
+    import asyncio
+    import queue
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
 
@@ -78,6 +80,8 @@ def error_map(kind: str, type_: str, message: str, tb: str | None = None, **deta
 
 def _format_tb(exc: BaseException) -> str:
     """Format an exception with its chained causes, leaving out the runtime's own frames."""
+    import traceback
+
     tb = exc.__traceback__
     while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _HERE:
         tb = tb.tb_next
@@ -132,7 +136,8 @@ class Dispatcher:
         self._calls: dict[int, CallContext] = {}
         self._sync_free = threads
         self._sync_queue: deque[CallContext] = deque()
-        self._deadlines = Deadlines()
+        self._deadlines = Deadlines(self._expire, self._live_deadlines)
+        self._serials = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.served = 0
         self.failed = 0
@@ -261,7 +266,8 @@ class Dispatcher:
         with self._lock:
             calls[cid] = ctx
         if deadline is not None:
-            self._deadlines.add(deadline, lambda: self._expire(ctx))
+            ctx.serial = next(self._serials)
+            self._deadlines.add(deadline, ctx.serial, cid)
         if spec.is_async:
             self._start_async(ctx)
             return None
@@ -442,6 +448,8 @@ class Dispatcher:
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
+            import asyncio
+
             loop = asyncio.new_event_loop()
             started = threading.Event()
 
@@ -473,6 +481,8 @@ class Dispatcher:
         task.add_done_callback(lambda t: t.cancelled() and self._finish_cancelled(ctx))
 
     async def _run_async(self, ctx: CallContext) -> None:
+        import asyncio
+
         _current.set(ctx)
         spec = ctx.spec
         with ctx._lock:
@@ -519,9 +529,14 @@ class Dispatcher:
         else:
             ctx.interrupt()
 
-    def _expire(self, ctx: CallContext) -> None:
-        if ctx.state != DONE:
+    def _expire(self, serial: int, call_id: int) -> None:
+        ctx = self._calls.get(call_id)
+        if ctx is not None and ctx.serial == serial and ctx.state != DONE:
             self.cancel(ctx, "timeout")
+
+    def _live_deadlines(self) -> list[tuple[float, int, int]]:
+        with self._lock:
+            return [(c.deadline, c.serial, c.id) for c in self._calls.values() if c.serial]
 
     # --- terminals ------------------------------------------------------------------------
 
@@ -646,6 +661,8 @@ class SyncPool:
     """Runs a dispatcher's sync calls on ``threads`` plain threads (for non-Port transports)."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
+        import queue
+
         self.dispatcher = dispatcher
         self._queue: queue.SimpleQueue[CallContext] = queue.SimpleQueue()
         for i in range(dispatcher.threads):

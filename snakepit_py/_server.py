@@ -1,13 +1,14 @@
 """Serving a worker over an Erlang Port: process setup, leader/followers, exit.
 
-Threads: every protocol-reading thread is a *leader/follower*. One of them
-(the leader) reads frames and answers control messages (health, describe,
-cancel, credit) inline. When it reads a sync call it may run, it hands the
-reading role to a waiting follower and runs the call itself, on the thread
-that read it, so a call costs no hand-over to another thread on its way in;
-the follower wakes while the call runs. ``threads + 1`` such threads exist, so
-someone always reads. The main thread only waits for the exit signal and
-handles SIGTERM; async methods run on one event-loop thread.
+Threads: ``threads + 1`` reader threads take turns in a leader/followers
+arrangement. The one holding the reading role reads frames and answers
+control messages (health, describe, cancel, credit) inline. A sync call it
+reads and may run, it runs itself, on the thread that read it: no hand-over
+to another thread and back, which on one CPU costs more than the whole call.
+While it runs, a standby thread takes the reading role over if the call lasts
+longer than about a millisecond (see ``_Readers``). The main thread only waits
+for the exit signal and handles SIGTERM; async methods run on one event-loop
+thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -68,8 +70,21 @@ def peek_call_id(frame: bytes) -> int | None:
     return None
 
 
-class _LeaderFollowers:
-    """Reads frames on whichever thread holds the baton (see the module docstring)."""
+class _Readers:
+    """Who reads the protocol input, and when the reading role moves (see the module docstring).
+
+    A thread that reads a sync call runs it itself and leaves the reading role
+    *vacant*; when the call ends quickly it simply takes the role back, so a
+    short call costs no thread switch at all. One standby thread (the
+    sentinel) looks at the vacancy every millisecond while calls are coming
+    and takes the reading role over when the same vacancy lasted a whole
+    period: control messages (health, cancel, credit) wait at most a couple
+    of milliseconds behind a long call. When calls stop, the sentinel sleeps
+    until the next vacancy wakes it.
+    """
+
+    _PERIOD = 0.001
+    _IDLE_CHECKS = 50  # ~50 ms without a vacancy: the sentinel goes to sleep
 
     def __init__(self, reader: FrameReader, decode: Callable[[Any], Any], dispatcher: Dispatcher,
                  peek: Callable[[bytes], int | None]) -> None:  # fmt: skip
@@ -77,23 +92,61 @@ class _LeaderFollowers:
         self.decode = decode
         self.dispatcher = dispatcher
         self.peek = peek
-        self._baton = _thread.allocate_lock()
-        self._baton.acquire()
+        self._state = threading.Lock()
+        self._vacant = False
+        self._serial = 0
+        self._asleep = False
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self._standby = _thread.allocate_lock()
+        self._eof = False
 
     def start(self, threads: int) -> None:
         for i in range(threads + 1):
-            threading.Thread(target=self._follow, name=f"snakepit-lf-{i}", daemon=True).start()
-        self._baton.release()
+            threading.Thread(target=self._main, args=(i == 0,), name=f"snakepit-reader-{i}",
+                             daemon=True).start()  # fmt: skip
 
-    def _follow(self) -> None:
-        baton, run_sync = self._baton, self.dispatcher.run_sync
+    def _main(self, leading: bool) -> None:
+        state, run_sync = self._state, self.dispatcher.run_sync
         while True:
-            baton.acquire()
+            if not leading and not self._stand_by():
+                return
             ctx = self._lead()
             if ctx is None:
-                return  # end of input: keep the baton, nobody reads any more
-            baton.release()
+                return
+            with state:
+                self._vacant = True
+                self._serial += 1
+                if self._asleep:
+                    self._asleep = False
+                    self._wake.release()
             run_sync(ctx)
+            with state:
+                leading = self._vacant  # nobody took over: read on
+                self._vacant = False
+
+    def _stand_by(self) -> bool:
+        """Wait as the sentinel until the reading role is taken over; False at end of input."""
+        with self._standby:  # one sentinel at a time; other standbys queue here
+            seen, idle = -1, 0
+            while not self._eof:
+                sleep = False
+                with self._state:
+                    if self._vacant:
+                        if self._serial == seen:
+                            self._vacant = False
+                            return True
+                        seen, idle = self._serial, 0
+                    else:
+                        idle += 1
+                        if idle > self._IDLE_CHECKS:
+                            self._asleep = sleep = True
+                if sleep:
+                    self._wake.acquire()
+                    seen, idle = -1, 0
+                else:
+                    time.sleep(self._PERIOD)
+            return False
 
     def _lead(self) -> Any:
         read, decode, handle = self.reader.read, self.decode, self.dispatcher.handle
@@ -109,6 +162,7 @@ class _LeaderFollowers:
             except OSError:
                 frame = None
             if frame is None:
+                self._eof = True
                 self.dispatcher.abort()
                 return None
             try:
@@ -163,7 +217,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     reader = FrameReader(fd_in, opts.max_frame)
     peek = peek_call_id if opts.codec == "etf" else (lambda _frame: None)
     dispatcher.send_ready()
-    _LeaderFollowers(reader, codec.decode, dispatcher, peek).start(opts.threads)
+    _Readers(reader, codec.decode, dispatcher, peek).start(opts.threads)
     while not done.wait(3600):
         pass
     import logging

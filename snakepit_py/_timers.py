@@ -1,36 +1,50 @@
 """One thread that fires call deadlines.
 
-Most deadlines never fire (the call finishes first), so entries are never
-removed: the callback checks whether its call is still running. The thread
-is woken only when a new deadline is earlier than every pending one, which for
-calls with equal timeouts is almost never; the hot path pays one heap push.
+Most deadlines never fire (the call finishes first), so entries are not
+removed when a call ends: an entry is only ``(when, serial, call_id)``, three
+numbers the garbage collector does not track, and the owner checks on firing
+whether that call is still the one running. The heap is rebuilt from the live
+calls whenever stale entries dominate, so it stays small. The thread is woken
+only when a new deadline is earlier than every pending one, which for calls
+with equal timeouts is almost never: the hot path pays one heap push.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 __all__ = ["Deadlines"]
 
+Entry = tuple[float, int, int]
+
 
 class Deadlines:
-    """Calls ``fn()`` at (or soon after) ``when`` for each ``add(when, fn)``."""
+    """Calls ``fire(serial, call_id)`` at (or soon after) each deadline added.
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._count = itertools.count()
+    Args:
+        fire: called on the timer thread for each deadline reached.
+        live: returns the entries of the calls still running (for compaction).
+    """
+
+    def __init__(self, fire: Callable[[int, int], None], live: Callable[[], Iterable[Entry]]):
+        self._fire = fire
+        self._live = live
+        self._heap: list[Entry] = []
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._limit = 256
 
-    def add(self, when: float, fn: Callable[[], None]) -> None:
-        """Schedule ``fn`` for monotonic time ``when``."""
+    def add(self, when: float, serial: int, call_id: int) -> None:
+        """Schedule a deadline at monotonic time ``when``."""
         with self._cond:
-            earliest = self._heap[0][0] if self._heap else None
-            heapq.heappush(self._heap, (when, next(self._count), fn))
+            heap = self._heap
+            earliest = heap[0][0] if heap else None
+            heapq.heappush(heap, (when, serial, call_id))
+            if len(heap) > self._limit:
+                self._compact()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="snakepit-deadlines", daemon=True
@@ -39,19 +53,24 @@ class Deadlines:
             elif earliest is None or when < earliest:
                 self._cond.notify()
 
+    def _compact(self) -> None:
+        heap = list(self._live())
+        heapq.heapify(heap)
+        self._heap[:] = heap
+        self._limit = max(256, 4 * len(heap))
+
     def _run(self) -> None:
         heap = self._heap
         while True:
             with self._cond:
                 while not heap:
                     self._cond.wait()
-                when = heap[0][0]
-                delay = when - time.monotonic()
+                delay = heap[0][0] - time.monotonic()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
-                _, _, fn = heapq.heappop(heap)
+                _, serial, call_id = heapq.heappop(heap)
             try:
-                fn()
-            except Exception:  # a deadline callback must never kill the thread
+                self._fire(serial, call_id)
+            except Exception:  # a deadline must never kill the timer thread
                 pass

@@ -19,6 +19,7 @@ PENDING, RUNNING, COMPLETE, FAILED, CANCELLED = (
     "pending", "running", "complete", "failed", "cancelled",
 )  # fmt: skip
 OK, ERROR, CANCELLED_OUTCOME = "ok", "error", "cancelled"
+BATCH_S = 0.005  # after a first result, how long to gather the ones right behind it
 
 
 class Batch:
@@ -45,8 +46,10 @@ class Batch:
 
     # --- settling (blocking; on the Ray thread pool) ----------------------------------
 
-    def poll(self, ray: Any, timeout: float) -> None:
-        """Settle every ref that is ready, waiting up to ``timeout`` s for at least one."""
+    def poll(self, ray: Any, timeout: float, want_all: bool = False) -> None:
+        """Settle every ref that is ready, waiting up to ``timeout`` s for at least one
+        (``want_all``: for all of them). Results arriving within a few ms of the first are
+        settled together, which keeps a fast batch from costing one round per result."""
         with self._lock:
             pending = [i for i in range(self.total) if i not in self.outcomes]
             if not pending:
@@ -55,9 +58,13 @@ class Batch:
             index = {id(r): i for r, i in zip(refs, pending, strict=True)}
             ready: list[Any] = []
             if timeout > 0:
-                ready, refs = ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
-            if refs:
-                more, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+                first = len(refs) if want_all else 1
+                ready, refs = ray.wait(refs, num_returns=first, timeout=timeout, fetch_local=False)
+            if refs and (ready or timeout == 0):
+                more, _ = ray.wait(
+                    refs, num_returns=len(refs), timeout=0 if timeout == 0 else BATCH_S,
+                    fetch_local=False,
+                )  # fmt: skip
                 ready += more
             self._settle(ray, [index[id(r)] for r in ready])
 

@@ -135,7 +135,7 @@ class RayProxy:
         try:
             results: dict[int, Any] = {}
             sent: set[int] = set()
-            async for i, item in self._settled(ray, batch, sent):
+            async for i, item in self._settled(ray, batch, sent, want_all=True):
                 if batch.streaming and item is not _END:
                     results.setdefault(i, []).append(item)
                     continue
@@ -153,8 +153,8 @@ class RayProxy:
                 "results": [results.get(i) for i in range(batch.total)],
                 "num_completed": batch.counts()["completed"]}  # fmt: skip
 
-    async def _settled(self, ray: Any, batch: Batch,
-                       sent: set[int]) -> AsyncIterator[tuple[int, Any]]:  # fmt: skip
+    async def _settled(self, ray: Any, batch: Batch, sent: set[int],
+                       want_all: bool = False) -> AsyncIterator[tuple[int, Any]]:  # fmt: skip
         """Yield ``(index, item)`` for each replica as it settles (for generator tasks:
         one per yielded item, then ``(index, None)`` when the generator ends)."""
         if batch.streaming:
@@ -167,7 +167,7 @@ class RayProxy:
                 yield i, None
             if len(sent) == batch.total:
                 return
-            await self._run(batch.poll, ray, POLL_S)
+            await self._run(batch.poll, ray, POLL_S, want_all)
 
     async def _generator_events(self, ray: Any, batch: Batch) -> AsyncIterator[tuple[int, Any]]:
         if batch.consumed:

@@ -11,7 +11,7 @@ import threading
 
 __all__ = ["FrameReader", "FrameWriter", "FrameTooLarge", "protect_stdio"]
 
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
 
 
 class FrameTooLarge(Exception):
