@@ -324,6 +324,13 @@ class FakeSupervisor:
         """A fresh call id."""
         return next(self._ids)
 
+    def expect(self, call_id: int) -> PendingCall:
+        """Collect the answers for ``call_id`` without sending anything (for raw frames)."""
+        pending = PendingCall(self, call_id)
+        with self._lock:
+            self._pending[call_id] = pending
+        return pending
+
     def start_call(
         self,
         method: str,
@@ -343,9 +350,7 @@ class FakeSupervisor:
             opts[_A("meta")] = meta
         if credit is not None:
             opts[_A("credit")] = credit
-        pending = PendingCall(self, cid)
-        with self._lock:
-            self._pending[cid] = pending
+        pending = self.expect(cid)
         self.send_term((_CALL, cid, method, list(args), dict(kwargs or {}), opts))
         return pending
 

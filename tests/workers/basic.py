@@ -142,7 +142,8 @@ class Worker:
 
         code = (
             "import subprocess, sys; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
             "print(p.pid)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

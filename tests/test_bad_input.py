@@ -1,0 +1,132 @@
+"""Hostile and malformed input: each answered with :bad_request, and the worker keeps serving."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from conftest import worker_path
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snakepit_py import Atom
+from snakepit_py.codec import etf
+from snakepit_py.testing import FakeSupervisor
+
+CALL = Atom("call")
+
+
+@pytest.fixture(scope="module")
+def sup():
+    with FakeSupervisor(worker_path("basic.py"), max_frame=1 << 20) as s:
+        yield s
+
+
+def _bad_request(sup, frame: bytes) -> dict:
+    sup.send_raw(frame)
+    error = sup.orphan_errors.get(timeout=10)
+    assert error["kind"] == "bad_request", error
+    assert sup.call("add", 1, 2) == 3  # still serving
+    return error
+
+
+def test_garbage_frame(sup):
+    err = _bad_request(sup, b"\x00garbage")
+    assert "undecodable" in err["message"]
+
+
+def test_empty_frame(sup):
+    _bad_request(sup, b"")
+
+
+def test_valid_term_that_is_not_a_message(sup):
+    err = _bad_request(sup, etf.encode({"hello": "world"}))
+    assert "not a protocol message" in err["message"]
+    _bad_request(sup, etf.encode((Atom("launch_missiles"), 1)))
+    _bad_request(sup, etf.encode(("call", 1, "add", [1, 2], {}, {})))  # tag is a binary
+
+
+@pytest.mark.parametrize(
+    ("term", "fragment"),
+    [
+        ((CALL, 7, "add", (1, 2), {}, {}), "args must be a list"),
+        ((CALL, 8, "add", [1, 2], [], {}), "kwargs must be a map"),
+        ((CALL, 9, "add", [1, 2], {}, []), "opts must be a map"),
+        ((CALL, 10, b"\xff", [], {}, {}), "method must be"),
+        ((CALL, 11, "add", [1, 2], {}, {Atom("timeout_ms"): -5}), "timeout_ms"),
+        ((CALL, 12, "add", [1, 2], {}, {Atom("credit"): "lots"}), "credit"),
+        ((CALL, 13, "add", [1, 2], {}, {Atom("meta"): [1]}), "meta"),
+        ((CALL, 14, "add", [1, 2]), "a call is"),
+    ],
+)
+def test_wrong_shapes_keep_the_call_id(sup, term, fragment):
+    pending = sup.expect(term[1])
+    sup.send_term(term)
+    kind, error, _ = pending.next_event(10)
+    assert kind == "error" and error["kind"] == "bad_request"
+    assert fragment in error["message"]
+    assert sup.call("add", 1, 2) == 3
+
+
+def test_negative_and_non_integer_ids_get_nil(sup):
+    err = _bad_request(sup, etf.encode((CALL, -1, "add", [1, 2], {}, {})))
+    assert "non-negative" in err["message"]
+    _bad_request(sup, etf.encode((CALL, "one", "add", [1, 2], {}, {})))
+
+
+def test_duplicate_id_in_flight(sup):
+    first = sup.start_call("sleep", 0.3, call_id=4242)
+    sup.send_term((CALL, 4242, "add", [1, 2], {}, {}))
+    kind, error, _ = first.next_event(10)
+    assert kind == "error" and "already in flight" in error["message"]
+    again = sup.expect(4242)  # the first call (0.3 s) still gets its own answer
+    assert again.next_event(10)[:2] == ("ok", "slept")
+
+
+def test_oversize_frame_is_drained_and_refused_with_its_id(sup):
+    big = etf.encode((CALL, 5151, "echo", [b"x" * (2 << 20)], {}, {}))
+    catcher = sup.expect(5151)
+    sup.send_raw(big)
+    kind, error, _ = catcher.next_event(10)
+    assert kind == "error" and error["kind"] == "bad_request"
+    assert "over the limit" in error["message"]
+    assert sup.call("add", 1, 2) == 3
+
+
+def test_deep_nesting_is_refused_not_a_crash(sup):
+    depth = 100_000
+    frame = b"\x83" + b"\x6c\x00\x00\x00\x01" * depth + b"\x6a" + b"\x6a" * depth
+    _bad_request(sup, frame)
+
+
+def test_compression_bomb_is_refused(sup):
+    inflated = bytes(50 << 20)  # 50 MiB of zeros, far over this worker's 1 MiB frame limit
+    body = zlib.compress(b"\x6d" + struct.pack(">I", len(inflated) - 5) + inflated[5:], 9)
+    frame = b"\x83\x50" + struct.pack(">I", len(inflated)) + body
+    assert len(frame) < (1 << 20)
+    _bad_request(sup, frame)
+
+
+def test_bitstring_is_refused(sup):
+    frame = b"\x83\x4d\x00\x00\x00\x01\x03\xe0"  # <<7::size(3)>>
+    err = _bad_request(sup, frame)
+    assert "bitstring" in err["message"]
+
+
+def test_malformed_control_messages(sup):
+    _bad_request(sup, etf.encode((Atom("credit"), 1, -3)))
+    _bad_request(sup, etf.encode((Atom("cancel"),)))
+    _bad_request(sup, etf.encode((Atom("shutdown"), "soon")))
+    _bad_request(sup, etf.encode((Atom("health"),)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=64))
+def test_random_bytes_never_hurt_the_worker(sup, data):
+    sup.send_raw(b"\x83" + data)
+    # Either it happened to be a valid message or it got a bad_request; either way the
+    # worker answers the next call.
+    assert sup.call("add", 1, 2) == 3
+    while not sup.orphan_errors.empty():
+        sup.orphan_errors.get()

@@ -1,0 +1,132 @@
+"""Lifecycle guarantees (PROTOCOL.md §6): end of input, SIGTERM, :shutdown, SIGINT, children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import pid_alive, worker_path
+
+from snakepit_py.errors import CallError
+from snakepit_py.testing import FakeSupervisor
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.01)
+    return not pid_alive(pid)
+
+
+def test_end_of_input_exits_within_a_second_with_a_call_running():
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    sup.start_call("busy", 60)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    code = sup.close(timeout=5)
+    assert time.monotonic() - t0 < 1.0
+    assert code == 0
+
+
+def test_end_of_input_takes_a_child_that_ignores_sigterm(reap_pids):
+    # Given a worker whose child ignores SIGTERM
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    child = sup.call("spawn_stubborn_child")
+    reap_pids.append(child)
+    assert pid_alive(child)
+    # When the supervisor closes the port
+    t0 = time.monotonic()
+    sup.close(timeout=5)
+    # Then the worker and its child are gone within a second
+    assert _wait_gone(child, 1.0 - (time.monotonic() - t0) + 0.05)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_end_of_input_takes_an_orphaned_grandchild(reap_pids):
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    grandchild = sup.call("spawn_grandchild")
+    reap_pids.append(grandchild)
+    assert pid_alive(grandchild)
+    sup.close(timeout=5)
+    assert _wait_gone(grandchild, 1.0)
+
+
+def test_shutdown_drains_then_says_bye_and_exits_zero():
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    running = sup.start_call("sleep", 0.3)
+    time.sleep(0.05)
+    sup.send_term((__import__("snakepit_py").Atom("shutdown"), 5000))
+    time.sleep(0.05)
+    # New calls are refused while draining...
+    with pytest.raises(CallError) as info:
+        sup.call("add", 1, 2)
+    assert info.value.kind == "shutting_down"
+    # ...the running one finishes...
+    assert running.wait() == "slept"
+    assert sup.proc.wait(5) == 0
+    sup.close()
+    # ...and :bye is the last frame, with the stats.
+    assert sup.bye is not None
+    assert sup.bye["served"] >= 1 and sup.bye["failed"] >= 1 and sup.bye["uptime_ms"] >= 0
+
+
+def test_health_reports_draining():
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    sup.start_call("sleep", 0.5)
+    sup.send_term((__import__("snakepit_py").Atom("shutdown"), 5000))
+    assert sup.health()["status"] == "draining"
+    sup.proc.wait(5)
+    sup.close()
+
+
+def test_shutdown_grace_running_out_cancels_with_reason_shutdown():
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    call = sup.start_call("busy", 60)
+    time.sleep(0.05)
+    bye = sup.shutdown(grace_ms=100)
+    with pytest.raises(CallError) as info:
+        call.wait(1)
+    assert info.value.kind == "cancelled" and info.value.details["reason"] == "shutdown"
+    assert bye is not None and sup.proc.returncode == 0
+
+
+def test_sigterm_behaves_like_shutdown():
+    sup = FakeSupervisor(worker_path("basic.py")).start()
+    call = sup.start_call("sleep", 0.3)
+    time.sleep(0.05)
+    os.kill(sup.pid, signal.SIGTERM)
+    assert call.wait() == "slept"
+    assert sup.proc.wait(5) == 0
+    sup.close()
+    assert sup.bye is not None
+
+
+def test_sigint_is_ignored():
+    with FakeSupervisor(worker_path("basic.py")) as sup:
+        os.kill(sup.pid, signal.SIGINT)
+        time.sleep(0.1)
+        assert sup.call("add", 1, 2) == 3
+
+
+def test_a_worker_that_fails_to_import_exits_with_its_traceback(tmp_path):
+    bad = tmp_path / "bad_worker.py"
+    bad.write_text("import snakepit_py\nraise RuntimeError('cannot start')\n")
+    sup = FakeSupervisor(str(bad), ready_timeout=10)
+    with pytest.raises(Exception) as info:
+        sup.start()
+    assert "RuntimeError: cannot start" in str(info.value)
+
+
+def test_prints_at_import_time_do_not_corrupt_the_stream(tmp_path):
+    noisy = tmp_path / "noisy_worker.py"
+    noisy.write_text(
+        "import os, snakepit_py\nprint('import-time noise')\nos.write(1, b'\\x00\\x00\\x00\\x01!')\n"
+        "@snakepit_py.method\ndef ok():\n    return 'ok'\n"
+    )
+    with FakeSupervisor(str(noisy)) as sup:
+        assert sup.call("ok") == "ok"
+    assert "import-time noise" in sup.output()
