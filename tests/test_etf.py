@@ -77,7 +77,7 @@ def assert_same(actual: Any, expected: Any, path: str = "value") -> None:
         assert struct.pack(">d", actual) == struct.pack(">d", expected), path
     elif isinstance(expected, (list, tuple)):
         assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             assert_same(a, e, f"{path}[{i}]")
         if isinstance(expected, ImproperList):
             assert_same(actual.tail, expected.tail, f"{path}.tail")
@@ -384,7 +384,7 @@ def test_trailing_bytes_are_refused() -> None:
 @pytest.mark.parametrize(
     "data",
     [b"", b"\x83", b"\x84a\x01", b"a\x01", b"\x83R\x00", b"\x83y\x00", b"\x83u\x00", b"\x83\x00"],
-    ids=["empty", "version_only", "bad_version", "no_version", "cache_ref", "local", "old_fun", "x"],
+    ids=["empty", "version_only", "bad_version", "no_version", "cache_ref", "local", "fun", "x"],
 )
 def test_malformed_or_refused_tags(data: bytes) -> None:
     with pytest.raises(DecodeError):
@@ -434,7 +434,8 @@ def test_deep_nesting_is_refused(open_tag: bytes, close: bytes) -> None:
 def test_nesting_within_the_limit_decodes_even_deep_in_a_thread() -> None:
     # Given a caller that has already used much of the stack, in a thread,
     # decoding a term at the depth limit either works or raises DecodeError.
-    data = b"\x83" + b"l\x00\x00\x00\x01" * etf.DEFAULT_MAX_DEPTH + b"j" * (etf.DEFAULT_MAX_DEPTH + 1)
+    limit = etf.DEFAULT_MAX_DEPTH
+    data = b"\x83" + b"l\x00\x00\x00\x01" * limit + b"j" * (limit + 1)
     outcome: list[Any] = []
 
     def nest(levels: int) -> None:
@@ -520,7 +521,7 @@ def test_unhashable_map_key_is_a_decode_error() -> None:
 def test_bad_atoms_are_refused() -> None:
     with pytest.raises(DecodeError, match="UTF-8"):
         etf.decode(b"\x83w\x01\xff")
-    long_name = "a".encode() * 256
+    long_name = b"a" * 256
     with pytest.raises(DecodeError, match="255"):
         etf.decode(b"\x83v\x01\x00" + long_name)
 
