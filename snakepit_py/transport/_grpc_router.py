@@ -22,9 +22,19 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from .._dispatcher import (
-    BYE, CHUNK, DESCRIBE, ERROR, EVENT, HEALTH, LOG, OK, READY, _ChunkUnencodable, error_map,
-)  # fmt: skip
+from .._dispatcher import (  # _ChunkUnencodable: see StreamRoute.chunk
+    BYE,
+    CHUNK,
+    DESCRIBE,
+    ERROR,
+    EVENT,
+    HEALTH,
+    LOG,
+    OK,
+    READY,
+    _ChunkUnencodable,
+    error_map,
+)
 from ..codec import Atom
 from ..errors import EncodeError
 
@@ -133,6 +143,8 @@ class StreamRoute:
         self.finished = False
 
     def chunk(self, term: tuple, ext: Any) -> None:
+        # Raised from ``write``, _ChunkUnencodable makes the dispatcher end the
+        # call with ``:unencodable`` and close its generator, as over the Port.
         try:
             data = self.encode(term[3])
         except EncodeError as exc:
