@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test setup elixir lint test-python test-elixir bench clean
 
 demo: setup elixir
-	cd elixir_harness && MIX_ENV=dev mix run --no-deps-check ../examples/demo.exs
+	cd elixir_harness && mix run ../examples/demo.exs
 
 test: setup elixir lint test-python test-elixir
 
@@ -19,7 +19,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
 	touch $@
 
 elixir:
@@ -37,11 +37,13 @@ test-python: setup
 
 test-elixir: setup elixir
 	cd elixir_harness && mix format --check-formatted && \
-	  mix compile --warnings-as-errors --force && mix test
+	  MIX_ENV=test mix compile --warnings-as-errors --force && mix test
 
-bench: setup
+bench: setup elixir
 	taskset -c 0 $(PY) benchmarks/bench_codec.py
 	taskset -c 0 $(PY) benchmarks/bench_port.py
+	cd elixir_harness && taskset -c 0 mix run ../benchmarks/bench_beam.exs latency
+	cd elixir_harness && mix run ../benchmarks/bench_beam.exs throughput
 
 clean:
 	rm -rf $(VENV) elixir_harness/_build .pytest_cache .ruff_cache
