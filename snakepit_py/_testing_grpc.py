@@ -1,0 +1,186 @@
+"""FakeSupervisor over gRPC: the same stub supervisor, speaking the Session stream.
+
+:class:`GrpcSupervisor` starts ``snakepit-py worker TARGET --grpc 127.0.0.1:0``,
+waits for ``SNAKEPIT_READY grpc HOST:PORT``, opens one ``Session`` and then
+behaves exactly like :class:`~snakepit_py.testing.FakeSupervisor` (same
+methods, same frames), so one test suite runs over both transports. Closing
+it closes the worker's stdin, which is how a gRPC worker sees its parent go.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ProtocolError
+from .testing import FakeSupervisor, _lost
+
+__all__ = ["GrpcSupervisor"]
+
+_READY = b"SNAKEPIT_READY grpc "
+
+
+class GrpcSupervisor(FakeSupervisor):
+    """Runs a worker as a subprocess and speaks the wire protocol to it over a gRPC Session.
+
+    Takes FakeSupervisor's arguments, plus:
+
+    Args:
+        address: where the worker listens (``HOST:PORT``; port 0 picks one).
+        token: a ``--grpc-token`` for the worker, sent on every RPC.
+    """
+
+    def __init__(self, target: str, *, address: str = "127.0.0.1:0", token: str | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(target, **kwargs)
+        i = self._args.index("--fd")
+        self._args[i : i + 2] = ["--grpc", address]
+        self.token = token
+        self.address: str | None = None
+        self.client: Any = None
+        self._stdout = bytearray()
+        self._listening = threading.Event()
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._responses: Any = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> GrpcSupervisor:
+        """Start the worker, open a Session and wait for ``:ready``.
+
+        Raises:
+            ProtocolError: the worker exited or stayed silent (its output is in the message).
+        """
+        from .client import GrpcClient
+
+        env = dict(os.environ)
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, env.get("PYTHONPATH")]))
+        env.update(self._env or {})
+        if self.token is not None:
+            env["SNAKEPIT_GRPC_TOKEN"] = self.token
+        self.proc = subprocess.Popen(
+            [self._python, "-m", "snakepit_py", "worker", *self._args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._output,
+            env=env, cwd=self._cwd,
+        )  # fmt: skip
+        threading.Thread(target=self._read_stdout, name="grpc-supervisor-stdout",
+                         daemon=True).start()  # fmt: skip
+        self._reader = threading.Thread(target=self._read_loop, name="grpc-supervisor",
+                                        daemon=True)  # fmt: skip
+        if not self._listening.wait(self.ready_timeout) or self.address is None:
+            self._fail("did not print SNAKEPIT_READY")
+        self.client = GrpcClient(self.address, token=self.token)
+        meta = self.client.metadata
+        self._responses = self.client.session(self._outgoing(), metadata=meta)
+        self._reader.start()
+        if not self._ready.wait(self.ready_timeout) or self.ready is None:
+            self._fail("did not send :ready on its Session")
+        return self
+
+    def _fail(self, why: str) -> None:
+        self.kill()
+        self._release()
+        raise ProtocolError(f"worker {self.target!r} {why}; its output:\n{self.output()}")
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.address is None and line.startswith(_READY):
+                self.address = line[len(_READY) :].strip().decode()
+                self._listening.set()
+            else:
+                self._stdout += line
+        self._listening.set()
+
+    def close(self, timeout: float = 5.0) -> int | None:
+        """Close the worker's stdin (its parent is gone) and wait for it to exit."""
+        if self.proc is None:
+            return None
+        self._close_stdin()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.wait()
+        self._release()
+        return code
+
+    def _close_stdin(self) -> None:
+        try:
+            if self.proc is not None and self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def end_session(self) -> None:
+        """End the Session's request stream (the worker cancels this session's calls)."""
+        self._requests.put(None)
+
+    def _release(self) -> None:
+        self._requests.put(None)
+        if self._reader.is_alive():
+            self._reader.join(5)
+        if self.client is not None:
+            self.client.close()
+        if self._final_output is None:
+            self._final_output = self.output()
+            self._output.close()
+
+    def kill(self) -> None:
+        """SIGKILL the worker."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_stdin()
+
+    def output(self) -> str:
+        """Everything the worker wrote to stdout (but the ready line) and stderr so far."""
+        if self._final_output is not None:
+            return self._final_output
+        return bytes(self._stdout).decode("utf-8", "replace") + super().output()
+
+    # --- the Session ----------------------------------------------------------------------
+
+    def _outgoing(self) -> Iterator[Any]:
+        from ._proto.snakepit.v1 import worker_pb2 as pb
+
+        get = self._requests.get
+        while True:
+            frame = get()
+            if frame is None:
+                return
+            yield pb.Frames(frames=[frame])
+
+    def send_raw(self, frame: bytes) -> None:
+        """Send one frame's payload (one term's bytes) on the Session."""
+        self._requests.put(bytes(frame))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Not available over gRPC: a Session carries whole frames, never a byte stream."""
+        raise NotImplementedError("send_bytes: a gRPC Session carries whole frames; use send_raw")
+
+    def _read_loop(self) -> None:
+        import grpc
+
+        decode = self.codec.decode
+        try:
+            for message in self._responses:
+                for frame in message.frames:
+                    self._on_message(decode(frame))
+        except grpc.RpcError:
+            pass
+        finally:
+            self._closed.set()
+            self._ready.set()
+            with self._lock:
+                pending = list(self._pending.values())
+                self._pending.clear()
+            for p in pending:
+                p.events.put(("error", _lost(self.proc), None))
+            with self._cond:
+                self._cond.notify_all()
