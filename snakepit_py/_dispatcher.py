@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current
 from ._registry import Registry
+
+get_ident = threading.get_ident
 from ._timers import Deadlines
 from .codec import Atom
 from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
@@ -215,7 +217,79 @@ class Dispatcher:
             self.bad_request(_int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}")
             return None
         _, cid, name, args, kwargs, opts = msg
-        problem = None
+        if not (
+            type(cid) is int and cid >= 0 and type(name) is str and type(args) is list
+            and type(kwargs) is dict and type(opts) is dict
+        ):  # fmt: skip
+            self._malformed_call(cid, name, args, kwargs, opts)
+            return None
+        timeout_ms = credit = meta = None
+        if opts:
+            problem = _check_opts(opts)
+            if problem is not None:
+                self.bad_request(cid, problem)
+                return None
+            timeout_ms = opts.get("timeout_ms")
+            credit = opts.get("credit")
+            meta = opts.get("meta")
+        spec = self.registry.methods.get(name)
+        if spec is None:
+            exc = MethodNotFound(name, sorted(self.registry.methods))
+            return self._refuse(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
+        try:
+            bargs, bkwargs = spec.bind(args, kwargs)
+        except BadArguments as exc:
+            return self._refuse(
+                cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature
+            )
+        if spec.timeout is not None:
+            spec_ms = spec.timeout * 1000.0
+            timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        ctx = CallContext(self, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
+        calls = self._calls
+        run_now = False
+        with self._lock:
+            if self.draining:
+                refusal = "draining"
+            elif cid in calls:
+                refusal = "duplicate"
+            elif len(calls) >= self.max_inflight:
+                refusal = "overloaded"
+            else:
+                refusal = None
+                calls[cid] = ctx
+                if not spec.is_async:
+                    if self._sync_free > 0:
+                        self._sync_free -= 1
+                        run_now = True
+                    else:
+                        self._sync_queue.append(ctx)
+        if refusal is not None:
+            return self._refuse_call(cid, refusal)
+        if deadline is not None:
+            ctx.serial = next(self._serials)
+            self._deadlines.add(deadline, ctx.serial, cid)
+        if spec.is_async:
+            self._start_async(ctx)
+        return ctx if run_now else None
+
+    def _refuse(self, cid: int, kind: str, type_: str, message: str, **details: Any) -> None:
+        self._reject(cid, kind, type_, message, **details)
+        return None
+
+    def _refuse_call(self, cid: int, refusal: str) -> None:
+        if refusal == "draining":
+            self._reject(cid, "shutting_down", "ShuttingDown", "the worker is shutting down")
+        elif refusal == "duplicate":
+            self.bad_request(cid, f"call id {cid} is already in flight")
+        else:
+            self._reject(
+                cid, "overloaded", "Overloaded",
+                f"{self.max_inflight} calls already in flight", max_inflight=self.max_inflight,
+            )  # fmt: skip
+
+    def _malformed_call(self, cid: Any, name: Any, args: Any, kwargs: Any, opts: Any) -> None:
         if type(cid) is not int or cid < 0:
             problem, cid = f"call id must be a non-negative integer, got: {_short(cid)}", None
         elif type(name) is not str:
@@ -224,59 +298,9 @@ class Dispatcher:
             problem = f"args must be a list, got: {_short(args)}"
         elif type(kwargs) is not dict:
             problem = f"kwargs must be a map, got: {_short(kwargs)}"
-        elif type(opts) is not dict:
+        else:
             problem = f"opts must be a map, got: {_short(opts)}"
-        if problem is None and opts:
-            problem = _check_opts(opts)
-        if problem is not None:
-            self.bad_request(cid, problem)
-            return None
-        if self.draining:
-            self._reject(cid, "shutting_down", "ShuttingDown", "the worker is shutting down")
-            return None
-        calls = self._calls
-        if cid in calls:
-            self.bad_request(cid, f"call id {cid} is already in flight")
-            return None
-        if len(calls) >= self.max_inflight:
-            self._reject(
-                cid, "overloaded", "Overloaded",
-                f"{self.max_inflight} calls already in flight", max_inflight=self.max_inflight,
-            )  # fmt: skip
-            return None
-        try:
-            spec = self.registry.get(name)
-            bargs, bkwargs = spec.bind(args, kwargs)
-        except MethodNotFound as exc:
-            self._reject(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
-            return None
-        except BadArguments as exc:
-            self._reject(cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature)
-            return None
-        timeout_ms = opts.get("timeout_ms") if opts else None
-        if spec.timeout is not None:
-            spec_ms = spec.timeout * 1000.0
-            timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
-        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
-        meta = opts.get("meta") if opts else None
-        ctx = CallContext(
-            self, cid, spec, bargs, bkwargs, meta or {}, deadline,
-            opts.get("credit") if opts else None,
-        )  # fmt: skip
-        with self._lock:
-            calls[cid] = ctx
-        if deadline is not None:
-            ctx.serial = next(self._serials)
-            self._deadlines.add(deadline, ctx.serial, cid)
-        if spec.is_async:
-            self._start_async(ctx)
-            return None
-        with self._lock:
-            if self._sync_free > 0:
-                self._sync_free -= 1
-                return ctx
-            self._sync_queue.append(ctx)
-        return None
+        self.bad_request(cid, problem)
 
     def _on_cancel(self, msg: tuple) -> None:
         if len(msg) != 2:
@@ -376,21 +400,19 @@ class Dispatcher:
             return None
 
     def _execute_sync(self, ctx: CallContext) -> None:
-        with ctx._lock:
-            if ctx.state != QUEUED:
-                return
-            if ctx.cancel_reason is None:
-                ctx.state = RUNNING
-                ctx._thread_id = threading.get_ident()
-        if ctx.state != RUNNING:
-            self._finish_cancelled(ctx)
-            return
         token = _current.set(ctx)
         spec = ctx.spec
         try:
             try:
-                # Only from here on may an interrupt land in this thread.
-                ctx._enter_user()
+                # Only from here on (inside the try) may an interrupt land in this thread.
+                with ctx._lock:
+                    if ctx.state != QUEUED:
+                        return  # answered already (cancelled while queued)
+                    if ctx.cancel_reason is not None:
+                        raise CallCancelled(ctx.cancel_reason)
+                    ctx.state = RUNNING
+                    ctx._thread_id = get_ident()
+                    ctx._in_user = True
                 result = spec.fn(*ctx.args, **ctx.kwargs)
                 if spec.is_generator:
                     result = self._drive_generator(ctx, result)
@@ -551,7 +573,7 @@ class Dispatcher:
                 self.served += 1
             else:
                 self.failed += 1
-            if not self._calls:
+            if self.draining and not self._calls:
                 self._idle.notify_all()
         try:
             self._write(frame)

@@ -68,8 +68,10 @@ class GrpcSupervisor(FakeSupervisor):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._output,
             env=env, cwd=self._cwd,
         )  # fmt: skip
-        threading.Thread(target=self._read_stdout, name="grpc-supervisor-stdout",
-                         daemon=True).start()  # fmt: skip
+        self._stdout_reader = threading.Thread(
+            target=self._read_stdout, name="grpc-supervisor-stdout", daemon=True
+        )
+        self._stdout_reader.start()
         self._reader = threading.Thread(target=self._read_loop, name="grpc-supervisor",
                                         daemon=True)  # fmt: skip
         if not self._listening.wait(self.ready_timeout) or self.address is None:
@@ -127,6 +129,11 @@ class GrpcSupervisor(FakeSupervisor):
             self._reader.join(5)
         if self.client is not None:
             self.client.close()
+        self._close_stdin()
+        if self.proc is not None and self.proc.stdout is not None:
+            if self.proc.poll() is not None:
+                self._stdout_reader.join(2)
+            self.proc.stdout.close()
         if self._final_output is None:
             self._final_output = self.output()
             self._output.close()
