@@ -164,13 +164,19 @@ def main() -> None:
         return
     s, b, sp = result["small_call_us"], result["binary_1mib_us"], result["spawn_ms"]
     print(f"pinned to CPUs {result['cpu_affinity']}, Python {result['python']}")
-    print(f"small call     raw {s['raw']:8.1f} us   worker {s['worker']:8.1f} us   "
-          f"ratio {s['ratio']:.2f}x  (goal <= 1.5x)")
-    print(f"1 MiB echo     raw {b['raw']:8.1f} us   worker {b['worker']:8.1f} us   "
-          f"ratio {b['ratio']:.2f}x  (goal <= 1.3x)")
-    print(f"spawn          python -c pass {sp['python_c_pass']:.1f} ms   raw echo first reply "
-          f"{sp['raw_echo_first_reply']:.1f} ms   worker ready {sp['worker_ready']:.1f} ms   "
-          f"(+{sp['ready_above_python']:.1f} ms; goal <= 20)")
+    print(
+        f"small call     raw {s['raw']:8.1f} us   worker {s['worker']:8.1f} us   "
+        f"ratio {s['ratio']:.2f}x  (goal <= 1.5x)"
+    )
+    print(
+        f"1 MiB echo     raw {b['raw']:8.1f} us   worker {b['worker']:8.1f} us   "
+        f"ratio {b['ratio']:.2f}x  (goal <= 1.3x)"
+    )
+    print(
+        f"spawn          python -c pass {sp['python_c_pass']:.1f} ms   raw echo first reply "
+        f"{sp['raw_echo_first_reply']:.1f} ms   worker ready {sp['worker_ready']:.1f} ms   "
+        f"(+{sp['ready_above_python']:.1f} ms; goal <= 20)"
+    )
     print(f"idle RSS       {rss:.1f} MB  (goal <= 20)")  # fmt: skip
 
 

@@ -34,7 +34,6 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
     )
 
 
-
 def current_call() -> CallContext:
     """Return the context of the call running in this thread or task.
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current
 from ._registry import Registry
-
-get_ident = threading.get_ident
 from ._timers import Deadlines
 from .codec import Atom
 from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
+
+get_ident = threading.get_ident
 
 if TYPE_CHECKING:
     import asyncio
@@ -47,8 +47,15 @@ K_KIND, K_TYPE, K_MESSAGE, K_TRACEBACK, K_DETAILS = map(
 KIND = {
     k: A(k)
     for k in (
-        "exception", "unknown_method", "bad_arguments", "timeout", "cancelled",
-        "unencodable", "bad_request", "overloaded", "shutting_down",
+        "exception",
+        "unknown_method",
+        "bad_arguments",
+        "timeout",
+        "cancelled",
+        "unencodable",
+        "bad_request",
+        "overloaded",
+        "shutting_down",
     )  # fmt: skip
 }
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -214,7 +221,9 @@ class Dispatcher:
 
     def _on_call(self, msg: tuple) -> CallContext | None:
         if len(msg) != 6:
-            self.bad_request(_int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}")
+            self.bad_request(
+                _int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}"
+            )
             return None
         _, cid, name, args, kwargs, opts = msg
         if not (
@@ -380,7 +389,9 @@ class Dispatcher:
         # Counted from the calls in flight (not from free slots), so a call whose
         # terminal was just sent never counts, even before its thread moves on.
         with self._lock:
-            return sum(1 for c in self._calls.values() if c.state == RUNNING and not c.spec.is_async)
+            return sum(
+                1 for c in self._calls.values() if c.state == RUNNING and not c.spec.is_async
+            )
 
     # --- running sync calls ---------------------------------------------------------------
 
@@ -605,7 +616,9 @@ class Dispatcher:
     def _finish_cancelled(self, ctx: CallContext) -> None:
         reason = ctx.cancel_reason or "cancelled"
         if reason == "timeout":
-            error = error_map("timeout", "TimeoutError", f"call {ctx.method!r} ran past its deadline")
+            error = error_map(
+                "timeout", "TimeoutError", f"call {ctx.method!r} ran past its deadline"
+            )
         else:
             error = error_map("cancelled", "CallCancelled", f"call {ctx.method!r} was {reason}"
                               if reason != "cancelled" else f"call {ctx.method!r} was cancelled",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -24,12 +22,17 @@ _OPTIONS = ("name", "timeout", "doc", "streaming")
 _declared: dict[str, dict[str, str]] = {}
 
 
-@dataclass(frozen=True)
 class _Options:
-    name: str | None = None
-    timeout: float | None = None
-    doc: str | None = None
-    streaming: bool | None = None
+    """The options given to ``@method``."""
+
+    __slots__ = ("name", "timeout", "doc", "streaming")
+
+    def __init__(self, name: str | None = None, timeout: float | None = None,
+                 doc: str | None = None, streaming: bool | None = None) -> None:  # fmt: skip
+        self.name = name
+        self.timeout = timeout
+        self.doc = doc
+        self.streaming = streaming
 
 
 def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -55,6 +58,8 @@ def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 def _check_options(options: dict[str, Any]) -> _Options:
     for key in options:
         if key not in _OPTIONS:
+            import difflib
+
             close = difflib.get_close_matches(key, _OPTIONS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise RegistryError(
@@ -175,22 +180,28 @@ def _describe_value(v: Any) -> str:
 # --- methods ------------------------------------------------------------------------------
 
 
-@dataclass
 class Method:
     """One callable method of a worker."""
 
-    name: str
-    fn: Callable[..., Any]
-    doc: str = ""
-    timeout: float | None = None
-    streaming: bool = False
-    is_async: bool = False
-    is_generator: bool = False
-    is_async_generator: bool = False
-    signature: inspect.Signature = field(default=None)  # type: ignore[assignment]
-    _checks: dict[str, Callable[[Any], Any]] = field(default_factory=dict, repr=False)
-    _fast: list[Callable[[Any], Any] | None] | None = field(default=None, repr=False)
-    _fast_min: int = 0
+    def __init__(self, name: str, fn: Callable[..., Any], signature: inspect.Signature, *,
+                 doc: str = "", timeout: float | None = None, streaming: bool = False,
+                 is_async: bool = False, is_generator: bool = False,
+                 is_async_generator: bool = False) -> None:  # fmt: skip
+        self.name = name
+        self.fn = fn
+        self.signature = signature
+        self.doc = doc
+        self.timeout = timeout
+        self.streaming = streaming
+        self.is_async = is_async
+        self.is_generator = is_generator
+        self.is_async_generator = is_async_generator
+        self._checks: dict[str, Callable[[Any], Any]] = {}
+        self._fast: list[Callable[[Any], Any] | None] | None = None
+        self._fast_min = 0
+
+    def __repr__(self) -> str:
+        return f"<Method {self.sig_text}>"
 
     @classmethod
     def build(cls, name: str, fn: Callable[..., Any], opts: _Options | None) -> Method:
@@ -206,15 +217,15 @@ class Method:
         is_async = inspect.iscoroutinefunction(raw) or is_agen
         doc = opts.doc if opts.doc is not None else inspect.getdoc(fn) or ""
         m = cls(
-            name=name,
-            fn=fn,
+            name,
+            fn,
+            sig,
             doc=doc,
             timeout=opts.timeout,
             streaming=bool(opts.streaming) or is_gen or is_agen,
             is_async=is_async,
             is_generator=is_gen,
             is_async_generator=is_agen,
-            signature=sig,
         )
         for p in sig.parameters.values():
             kind = _simple_type(p.annotation)
@@ -304,7 +315,9 @@ class Method:
                     "required": p.default is p.empty
                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
                     "default": None if p.default is p.empty else _plain_default(p.default),
-                    "annotation": None if p.annotation is p.empty else _annotation_text(p.annotation),
+                    "annotation": None
+                    if p.annotation is p.empty
+                    else _annotation_text(p.annotation),
                 }
             )
         return {

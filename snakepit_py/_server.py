@@ -198,8 +198,11 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
             try:
                 os.set_inheritable(fd, False)
             except OSError:
-                print(f"snakepit-py: protocol fd {fd} is not open; launch the worker from a "
-                      "Port with :nouse_stdio, or pass --stdio or --fd IN,OUT", file=sys.stderr)
+                print(
+                    f"snakepit-py: protocol fd {fd} is not open; launch the worker from a "
+                    "Port with :nouse_stdio, or pass --stdio or --fd IN,OUT",
+                    file=sys.stderr,
+                )
                 os._exit(2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _lifecycle.become_subreaper()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
-import traceback
 from typing import Any
 
 from ._options import add_worker_arguments, options_from_args, split_worker_args
@@ -21,6 +19,8 @@ def _load_or_die(target: str):
         try:
             return load_target(target)
         except BaseException:
+            import traceback
+
             traceback.print_exc()
             print(f"snakepit-py: could not load worker {target!r}", file=sys.stderr)
             sys.stderr.flush()
@@ -59,6 +59,8 @@ def run_main_module(argv: list[str] | None) -> None:
 
 def _parse_value(text: str) -> Any:
     """A command-line value: JSON when it parses as JSON, else the text itself."""
+    import json
+
     try:
         return json.loads(text)
     except ValueError:
@@ -66,6 +68,8 @@ def _parse_value(text: str) -> Any:
 
 
 def _show(value: Any) -> str:
+    import json
+
     try:
         return json.dumps(value, ensure_ascii=False, default=_fallback)
     except (TypeError, ValueError):
@@ -147,6 +151,8 @@ def _pretty(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list)):
+        import json
+
         try:
             return json.dumps(value, indent=2, ensure_ascii=False, default=_fallback)
         except (TypeError, ValueError):
@@ -160,6 +166,8 @@ def _cmd_describe(ns: argparse.Namespace, worker_argv: list[str]) -> int:
     with FakeSupervisor(ns.target, worker_args=worker_argv) as sup:
         catalogue = sup.describe()
     if ns.json:
+        import json
+
         print(json.dumps(catalogue, indent=2, default=_fallback))
         return 0
     for m in catalogue["methods"]:

@@ -1,4 +1,4 @@
-"""Erlang External Term Format, usable on its own: ``encode``, ``decode``, ``Atom``, ``ImproperList``.
+"""Erlang External Term Format on its own: ``encode``, ``decode``, ``Atom``, ``ImproperList``.
 
 This is the public name of :mod:`snakepit_py.codec.etf`.
 """

@@ -401,7 +401,7 @@ class FakeSupervisor:
         return self._request(_DESCRIBE, timeout)
 
     def shutdown(self, grace_ms: int = 1000, timeout: float = 10.0) -> dict | None:
-        """Send ``{:shutdown, grace_ms}``, wait for the worker to exit; returns the ``:bye`` stats."""
+        """Send ``{:shutdown, grace_ms}`` and wait for the exit; returns the ``:bye`` stats."""
         self.send_term((_SHUTDOWN, grace_ms))
         assert self.proc is not None
         self.proc.wait(timeout)

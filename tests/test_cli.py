@@ -67,7 +67,7 @@ def test_call_ctrl_c_cancels_cleanly():
 def test_describe_human_and_json():
     out = _cli("describe", BASIC)
     assert "add(a: int, b: int)" in out.stdout and "Add two numbers." in out.stdout
-    assert "count(n: int, result = \"done\")  [streaming]" in out.stdout
+    assert 'count(n: int, result = "done")  [streaming]' in out.stdout
     data = json.loads(_cli("describe", BASIC, "--json").stdout)
     assert {m["name"] for m in data["methods"]} >= {"add", "count"}
 

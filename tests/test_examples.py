@@ -18,10 +18,10 @@ EX = ROOT / "examples"
 
 def test_hello_worker_through_the_cli():
     out = subprocess.run(
-        [sys.executable, "-m", "snakepit_py", "call", str(EX / "hello_worker.py"), "hello", "World"],
+        [sys.executable, "-m", "snakepit_py", "call", str(EX / "hello_worker.py"), "hello", "Wo"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.stdout == "Hello, World!\n"
+    assert out.stdout == "Hello, Wo!\n"
 
 
 def test_train_progress_streams_epochs_and_returns_a_summary():

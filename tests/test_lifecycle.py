@@ -124,7 +124,8 @@ def test_a_worker_that_fails_to_import_exits_with_its_traceback(tmp_path):
 def test_prints_at_import_time_do_not_corrupt_the_stream(tmp_path):
     noisy = tmp_path / "noisy_worker.py"
     noisy.write_text(
-        "import os, snakepit_py\nprint('import-time noise')\nos.write(1, b'\\x00\\x00\\x00\\x01!')\n"
+        "import os, snakepit_py\nprint('import-time noise')\n"
+        "os.write(1, b'\\x00\\x00\\x00\\x01!')\n"
         "@snakepit_py.method\ndef ok():\n    return 'ok'\n"
     )
     with FakeSupervisor(str(noisy)) as sup:

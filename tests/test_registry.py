@@ -279,7 +279,7 @@ def test_describe_catalogue_shape():
         """Doc line."""
         return 1
 
-    d = Method.build("f", f, getattr(f, "__snakepit_method__")).describe()
+    d = Method.build("f", f, f.__snakepit_method__).describe()
     assert d["name"] == "f" and d["doc"] == "Doc line." and d["timeout_ms"] == 1500
     assert d["streaming"] is False and d["async"] is False
     kinds = [(p["name"], p["kind"], p["required"]) for p in d["params"]]

@@ -1,4 +1,4 @@
-"""Payload codecs: each module exposes ``name``, ``encode(obj) -> bytes`` and ``decode(data) -> obj``."""
+"""Payload codecs: each has ``name``, ``encode(obj) -> bytes`` and ``decode(data) -> obj``."""
 
 from __future__ import annotations
 

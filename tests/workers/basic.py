@@ -90,8 +90,12 @@ class Worker:
     @snakepit.method
     def context(self) -> dict:
         call = snakepit.current_call()
-        return {"id": call.id, "method": call.method, "meta": call.meta,
-                "has_deadline": call.deadline is not None}
+        return {
+            "id": call.id,
+            "method": call.method,
+            "meta": call.meta,
+            "has_deadline": call.deadline is not None,
+        }
 
     @snakepit.method
     def log_things(self) -> str:
@@ -181,8 +185,7 @@ class Worker:
     # --- streaming ---
     @snakepit.method
     def count(self, n: int, result="done"):
-        for i in range(n):
-            yield i
+        yield from range(n)
         return result
 
     @snakepit.method
