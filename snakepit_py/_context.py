@@ -117,13 +117,7 @@ class CallContext:
             EncodeError: the chunk cannot be encoded.
             RuntimeError: called on the event loop while out of credit (use ``asend``).
         """
-        user = self._leave_user()
-        try:
-            self._wait_credit_sync()
-            self._dispatcher.send_chunk(self, chunk)
-        finally:
-            if user:
-                self._enter_user()
+        self.emit(chunk)
 
     async def asend(self, chunk: Any) -> None:
         """Stream one chunk from async code, awaiting credit without blocking the loop."""
@@ -139,21 +133,15 @@ class CallContext:
                 wake = self._async_wake
                 wake.clear()
             await wake.wait()
-        self._dispatcher.send_chunk(self, chunk)
+        with self._lock:
+            if self.cancel_reason is not None:
+                raise CallCancelled(self.cancel_reason)
+            self._dispatcher.write_chunk_locked(self, chunk)
 
     def __repr__(self) -> str:
         return f"<CallContext id={self.id} method={self.method!r} cancelled={self.cancelled}>"
 
     # --- runtime side --------------------------------------------------------------------
-
-    def take_credit(self) -> int:
-        """Consume one credit (the caller holds the lock semantics); returns the next seq."""
-        with self._lock:
-            if self._credit is not None:
-                self._credit -= 1
-            seq = self._seq
-            self._seq += 1
-            return seq
 
     def add_credit(self, n: int) -> None:
         """Grant ``n`` more chunks and wake a producer waiting for credit."""
@@ -169,13 +157,22 @@ class CallContext:
         if self._async_wake is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(self._async_wake.set)
 
-    def _wait_credit_sync(self) -> None:
+    def emit(self, chunk: Any) -> None:
+        """Send one chunk from the producing thread: wait for credit, encode, write.
+
+        One locked section does it all; while it runs the thread is outside
+        user code, so no interrupt can land in the middle of a frame.
+        """
         with self._lock:
+            in_user = self._in_user
+            self._in_user = False
+            if self._interrupted and self._thread_id:
+                _set_async_exc(self._thread_id, None)
             while True:
                 if self.cancel_reason is not None:
                     raise CallCancelled(self.cancel_reason)
                 if self._credit is None or self._credit > 0:
-                    return
+                    break
                 if self.loop is not None and self.loop.is_running() and _on_loop(self.loop):
                     raise RuntimeError(
                         "current_call().send() would block the event loop while waiting for "
@@ -184,6 +181,8 @@ class CallContext:
                 if self._cond is None:
                     self._cond = threading.Condition(self._lock)
                 self._cond.wait()
+            self._dispatcher.write_chunk_locked(self, chunk)
+            self._in_user = in_user
 
     def request_cancel(self, reason: str) -> int:
         """Mark the call cancelled; returns the state it was in.
@@ -200,13 +199,6 @@ class CallContext:
     # call's thread. It is only ever aimed at the thread while it runs user
     # code (``_in_user``), at most once per call, and cleared when the thread
     # leaves user code, so it never lands in the runtime's own bookkeeping.
-
-    def _enter_user(self) -> None:
-        """Enter user code; a cancel that came while outside it is raised right here."""
-        with self._lock:
-            if self.cancel_reason is not None:
-                raise CallCancelled(self.cancel_reason)
-            self._in_user = True
 
     def _leave_user(self) -> bool:
         """Leave user code; returns whether the thread was in user code."""

@@ -113,6 +113,8 @@ class Dispatcher:
         registry: the worker's methods.
         codec: a codec module (``encode``/``decode``).
         write: writes one encoded frame; raises OSError when the peer is gone.
+        write_soon: like ``write`` but may hold the frame back briefly to
+            coalesce it with others (used for chunks); defaults to ``write``.
         threads: how many sync calls may run at once.
         max_inflight: calls accepted at once.
         worker_id: name used in health reports and logs.
@@ -130,11 +132,13 @@ class Dispatcher:
         worker_id: str | None = None,
         on_exit: Callable[[], None] | None = None,
         default_grace_ms: int = 5000,
+        write_soon: Callable[[bytes], None] | None = None,
     ) -> None:
         self.registry = registry
         self.encode = codec.encode
         self.codec = codec
         self._write = write
+        self._write_soon = write_soon or write
         self.threads = threads
         self.max_inflight = max_inflight
         self.worker_id = worker_id or str(os.getpid())
@@ -448,34 +452,34 @@ class Dispatcher:
                     item = step()
                 except StopIteration as stop:
                     return stop.value
-                ctx._leave_user()
-                ctx._wait_credit_sync()
-                self.send_chunk(ctx, item)
-                ctx._enter_user()
+                ctx.emit(item)
         finally:
             ctx._leave_user()
             gen.close()
 
-    def send_chunk(self, ctx: CallContext, data: Any) -> None:
-        """Write one ``{:chunk, id, seq, data}`` unless the call already ended.
+    def write_chunk_locked(self, ctx: CallContext, data: Any) -> None:
+        """Write one ``{:chunk, id, seq, data}``; the caller holds ``ctx._lock``.
+
+        Chunks go through ``write_soon`` when the transport has it: frames are
+        coalesced into fewer writes (and flushed within a few milliseconds, or
+        before any other frame), which is most of a fast stream's cost.
 
         Raises:
-            CallCancelled: the call ended or was cancelled.
+            CallCancelled: the call already ended.
         """
-        with ctx._lock:
-            if ctx.state == DONE or ctx.cancel_reason is not None:
-                raise CallCancelled(ctx.cancel_reason or "cancelled")
-            try:
-                frame = self.encode((CHUNK, ctx.id, ctx._seq, data))
-            except EncodeError as exc:
-                raise _ChunkUnencodable(exc) from None
-            ctx._seq += 1
-            if ctx._credit is not None:
-                ctx._credit -= 1
-            try:
-                self._write(frame)
-            except OSError:
-                pass
+        if ctx.state == DONE:
+            raise CallCancelled(ctx.cancel_reason or "cancelled")
+        try:
+            frame = self.encode((CHUNK, ctx.id, ctx._seq, data))
+        except EncodeError as exc:
+            raise _ChunkUnencodable(exc) from None
+        ctx._seq += 1
+        if ctx._credit is not None:
+            ctx._credit -= 1
+        try:
+            self._write_soon(frame)
+        except OSError:
+            pass
 
     # --- running async calls --------------------------------------------------------------
 

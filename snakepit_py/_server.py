@@ -213,7 +213,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     dispatcher = Dispatcher(
         registry, codec, writer.write,
         threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
-        on_exit=done.set, default_grace_ms=opts.grace_ms,
+        on_exit=done.set, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
     )  # fmt: skip
     handler = _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())

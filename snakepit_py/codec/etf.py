@@ -243,8 +243,12 @@ def _dec_small_atom_utf8(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
 
 
 def _dec_atom(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    # ATOM_EXT is latin-1; OTP 25 still writes it for every latin-1 atom.
-    end = pos + 3 + _u16(data, pos + 1)[0]
+    # ATOM_EXT is latin-1; OTP 25 still writes it for every latin-1 atom. One
+    # byte is one character and atoms have at most 255, so the high byte of
+    # the length is 0: reading only the low byte is cheaper than unpacking.
+    if data[pos + 1]:
+        raise DecodeError("atom longer than 255 characters", data, pos)
+    end = pos + 3 + data[pos + 2]
     raw = data[pos + 3 : end]
     try:
         return _latin1_atoms[raw], end
