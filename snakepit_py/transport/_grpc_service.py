@@ -11,13 +11,48 @@ from typing import Any
 import grpc
 
 from .._dispatcher import OK, Dispatcher
-from .._proto.snakepit.v1 import worker_pb2 as pb
 from ..codec import Atom
 from ..errors import DecodeError, EncodeError
 from ._grpc_common import ERROR_KEY, SERVICE, STATUS, error_to_proto, request_codec
 from ._grpc_router import CallRoute, Router, SessionRoute, StreamRoute, unencodable
 
-__all__ = ["WorkerService", "SyncThreads"]
+__all__ = ["WorkerService", "SyncThreads", "import_messages"]
+
+
+class _Messages:
+    """Stands for the generated module until it is imported.
+
+    Importing protobuf and the generated code costs about a sixth of the
+    worker's start; it is done after the ``SNAKEPIT_READY`` line (by
+    ``import_messages``, or by the first RPC, whichever comes first).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(import_messages(), name)
+
+
+pb: Any = _Messages()
+
+
+def import_messages() -> Any:
+    """Import the generated message classes (idempotent); returns the module."""
+    global pb
+    from .._proto.snakepit.v1 import worker_pb2
+
+    pb = worker_pb2
+    return worker_pb2
+
+
+def _parser(name: str) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        return getattr(pb, name).FromString(data)
+
+    return parse
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
 
 _CALL, _CANCEL, _CREDIT, _SHUTDOWN = map(Atom, ("call", "cancel", "credit", "shutdown"))
 _TIMEOUT_MS, _META, _CREDIT_KEY = map(Atom, ("timeout_ms", "meta", "credit"))
@@ -86,15 +121,15 @@ class WorkerService:
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Session": grpc.stream_stream_rpc_method_handler(
-                self.Session, pb.Frames.FromString, pb.Frames.SerializeToString),
+                self.Session, _parser("Frames"), _serialize),
             "Call": grpc.unary_unary_rpc_method_handler(
-                self.Call, pb.CallRequest.FromString, pb.CallReply.SerializeToString),
+                self.Call, _parser("CallRequest"), _serialize),
             "Stream": grpc.unary_stream_rpc_method_handler(
-                self.Stream, pb.CallRequest.FromString, pb.StreamReply.SerializeToString),
+                self.Stream, _parser("CallRequest"), _serialize),
             "Describe": grpc.unary_unary_rpc_method_handler(
-                self.Describe, pb.InfoRequest.FromString, pb.InfoReply.SerializeToString),
+                self.Describe, _parser("InfoRequest"), _serialize),
             "Health": grpc.unary_unary_rpc_method_handler(
-                self.Health, pb.InfoRequest.FromString, pb.InfoReply.SerializeToString),
+                self.Health, _parser("InfoRequest"), _serialize),
         })  # fmt: skip
 
     # --- Session --------------------------------------------------------------------------

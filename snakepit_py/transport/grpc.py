@@ -31,7 +31,7 @@ from .._registry import Registry
 from ..codec import get_codec
 from ._grpc_health import NOT_SERVING, HealthService
 from ._grpc_router import TERMS, Router
-from ._grpc_service import SyncThreads, WorkerService
+from ._grpc_service import SyncThreads, WorkerService, import_messages
 
 __all__ = ["serve", "parse_address", "is_loopback", "server_options"]
 
@@ -240,6 +240,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     signal.signal(signal.SIGTERM, lambda *_: worker.drain())
     shown = f"[{host}]" if ":" in host else host
     print(f"SNAKEPIT_READY grpc {shown}:{bound}", flush=True)
+    threading.Thread(target=import_messages, name="snakepit-import", daemon=True).start()
     worker.watch_parent()
     while not worker.done.wait(3600):
         pass
