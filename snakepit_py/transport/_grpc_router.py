@@ -162,7 +162,6 @@ class Router:
     def __init__(self) -> None:
         self.routes: dict[Any, tuple[Any, Any]] = {}
         self.sessions: list[SessionRoute] = []
-        self._lock = threading.Lock()
         self._fresh = itertools.count(1 << 48)
         self._local = threading.local()
 
@@ -170,15 +169,13 @@ class Router:
 
     def register(self, dest: Any, ext: Any = None) -> int:
         """Give a call (or request) of ``dest`` an internal id; ``ext`` is the id ``dest`` knows."""
-        routes = self.routes
-        with self._lock:
-            if type(ext) is int and ext >= 0 and ext not in routes:
-                iid = ext
-            else:
-                iid = next(self._fresh)
-                while iid in routes:
-                    iid = next(self._fresh)
-            routes[iid] = (dest, ext)
+        routes, entry = self.routes, (dest, ext)
+        # setdefault is one atomic step: two threads never get the same id.
+        if type(ext) is int and ext >= 0 and routes.setdefault(ext, entry) is entry:
+            return ext
+        iid = next(self._fresh)
+        while routes.setdefault(iid, entry) is not entry:
+            iid = next(self._fresh)
         return iid
 
     def forget(self, iid: int) -> None:

@@ -56,7 +56,8 @@ def _serialize(message: Any) -> bytes:
 
 _CALL, _CANCEL, _CREDIT, _SHUTDOWN = map(Atom, ("call", "cancel", "credit", "shutdown"))
 _TIMEOUT_MS, _META, _CREDIT_KEY = map(Atom, ("timeout_ms", "meta", "credit"))
-_CALL_TAGS = ("call", "health", "describe")
+# Request codecs by name, filled as requests name them.
+_CODECS: dict[str, Any] = {}
 # A Stream's producer may run this many chunks ahead of what gRPC has sent.
 STREAM_WINDOW = 256
 # A Session or Stream reply batches what is ready, up to about this many bytes.
@@ -255,43 +256,46 @@ class WorkerService:
     # --- Call and Stream ------------------------------------------------------------------
 
     def _start(self, request: Any, context: grpc.ServicerContext, dest: Any,
-               credit: int | None) -> tuple[int, Any]:  # fmt: skip
-        """Decode a CallRequest, register ``dest`` and hand the call to the dispatcher."""
+               credit: int | None) -> tuple[int, Any, Any]:  # fmt: skip
+        """Decode a CallRequest, register ``dest`` and hand the call to the dispatcher.
+
+        Returns:
+            (internal id, the request's codec, a sync call to run now or None).
+        """
+        codec = _CODECS.get(request.codec)
+        if codec is None:
+            try:
+                codec = _CODECS[request.codec] = request_codec(request.codec)
+            except ValueError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        decode, opts = codec.decode, {}
         try:
-            codec = request_codec(request.codec)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            args = codec.decode(request.args) if request.args else []
-            kwargs = codec.decode(request.kwargs) if request.kwargs else {}
-            meta = codec.decode(request.meta) if request.meta else None
+            args = decode(request.args) if request.args else []
+            kwargs = decode(request.kwargs) if request.kwargs else {}
+            if request.meta:
+                opts[_META] = decode(request.meta)
         except DecodeError as exc:
             self._abort(context, codec, {"kind": "bad_request", "type": "BadRequest",
                                          "message": f"undecodable arguments: {exc}"})  # fmt: skip
-        opts: dict[Any, Any] = {}
-        timeout_ms = request.timeout_ms or None
+        timeout_ms = request.timeout_ms
         left = context.time_remaining()
-        if left is not None and left < 1e9:
+        if left is not None and left < 1e9:  # the RPC has a gRPC deadline
             grpc_ms = max(1, int(left * 1000))
-            timeout_ms = grpc_ms if timeout_ms is None else min(timeout_ms, grpc_ms)
-        if timeout_ms is not None:
+            timeout_ms = min(timeout_ms, grpc_ms) if timeout_ms else grpc_ms
+        if timeout_ms:
             opts[_TIMEOUT_MS] = timeout_ms
-        if meta is not None:
-            opts[_META] = meta
         if credit is not None:
             opts[_CREDIT_KEY] = credit
-        if isinstance(dest, StreamRoute):
             dest.encode = codec.encode
         iid = self.router.register(dest)
         handle = self.dispatcher.handle
         # A client that cancels (or disconnects) cancels the call, like {:cancel, id}.
         context.add_callback(lambda: dest.finished or handle((_CANCEL, iid)))
-        ctx = handle((_CALL, iid, request.method, args, kwargs, opts))
-        return iid, (codec, ctx)
+        return iid, codec, handle((_CALL, iid, request.method, args, kwargs, opts))
 
     def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
         route = CallRoute()
-        _, (codec, ctx) = self._start(request, context, route, None)
+        _, codec, ctx = self._start(request, context, route, None)
         if ctx is not None:
             self._run_inline(ctx)
         term = route.wait()
@@ -304,7 +308,7 @@ class WorkerService:
 
     def Stream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         route = StreamRoute(self.codec)
-        iid, (codec, ctx) = self._start(request, context, route, STREAM_WINDOW)
+        iid, codec, ctx = self._start(request, context, route, STREAM_WINDOW)
         if ctx is not None:
             self.pool.put(ctx)
         return self._stream_replies(route, iid, codec, context)
