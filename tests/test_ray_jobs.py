@@ -54,7 +54,7 @@ def _wait_http(url: str, within: float) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict]:
     """A token-protected head node: ``ray start --head --block`` as our child."""
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, agent = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(PATH=BIN + os.pathsep + env.get("PATH", ""), RAY_DISABLE_USAGE_STATS="1",
                RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # fmt: skip
@@ -62,8 +62,9 @@ def cluster() -> Iterator[dict]:
     head = subprocess.Popen(
         [os.path.join(BIN, "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--include-dashboard", "true", "--num-cpus", "1", "--object-store-memory",
-         str(128 * 2**20), "--temp-dir", temp, "--disable-usage-stats"],
+         "--include-dashboard", "true", "--dashboard-agent-listen-port", str(agent),
+         "--num-cpus", "1", "--object-store-memory", str(128 * 2**20), "--temp-dir", temp,
+         "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     procs: dict[int, int] = {}
@@ -102,6 +103,17 @@ def proxy(cluster: dict) -> Iterator[FakeSupervisor]:
             "--jobs-address", cluster["jobs"], "--allow-entrypoint", "python -c"]  # fmt: skip
     with FakeSupervisor("snakepit_py.ray_proxy", worker_args=args, env=cluster["env"],
                         cwd=str(ROOT), ready_timeout=60.0, timeout=90.0) as sup:  # fmt: skip
+        # The dashboard answers before its job agent registers ("No available agent
+        # to submit job"): wait until a trivial job is accepted.
+        end = time.monotonic() + 90.0
+        while True:
+            try:
+                sup.call("submit_job", "python -c pass")
+                break
+            except CallError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > end:
+                    raise
+                time.sleep(1.0)
         yield sup
 
 
