@@ -615,6 +615,10 @@ class Dispatcher:
         except Exception:
             message = f"<unprintable {type(exc).__name__}>"
         error = error_map("exception", type(exc).__name__, message, _format_tb(exc))
+        details = getattr(exc, "details", None)
+        if isinstance(details, dict):
+            # The exception's own data, keys as the user wrote them (binaries, not atoms).
+            error[K_DETAILS] = dict(details)
         self._finish_error(ctx, error)
 
     def _finish_cancelled(self, ctx: CallContext) -> None:

@@ -175,6 +175,10 @@ class _Readers:
                 return ctx
 
 
+def _ignore_signal(_signum: int, _frame: object) -> None:
+    """A handler that does nothing (see ``serve``)."""
+
+
 def _run_atexit(budget: float) -> None:
     t = threading.Thread(target=atexit._run_exitfuncs, name="snakepit-atexit", daemon=True)
     t.start()
@@ -204,7 +208,9 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
                     file=sys.stderr,
                 )
                 os._exit(2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT is ignored with a do-nothing handler, not SIG_IGN: SIG_IGN would be
+    # inherited by every child process (a Ray task could then not be interrupted).
+    signal.signal(signal.SIGINT, _ignore_signal)
     _lifecycle.become_subreaper()
     codec = get_codec(opts.codec)
     writer = FrameWriter(fd_out)

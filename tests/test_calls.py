@@ -64,6 +64,17 @@ def test_exception_carries_type_message_and_chained_traceback(basic):
     assert basic.call("add", 1, 1) == 2  # and the worker keeps serving
 
 
+def test_exception_details_attribute_is_carried(basic):
+    err = _error(basic.call, "fail_with_details")
+    assert err.kind == "exception" and err.type == "LookupError"
+    assert err.details == {"known": ["a", "b"]}
+
+
+def test_children_do_not_inherit_an_ignored_sigint(basic):
+    # SIGINT is ignored by a handler, not SIG_IGN, so child processes get the default.
+    assert "default_int_handler" in basic.call("child_sigint_disposition")
+
+
 def test_system_exit_in_user_code_does_not_end_the_worker(basic):
     err = _error(basic.call, "exit_please")
     assert err.kind == "exception" and err.type == "SystemExit"

@@ -49,6 +49,19 @@ class Worker:
             raise ValueError(message) from exc
 
     @snakepit.method
+    def fail_with_details(self):
+        exc = LookupError("no such model")
+        exc.details = {"known": ["a", "b"]}
+        raise exc
+
+    @snakepit.method
+    def child_sigint_disposition(self) -> str:
+        import subprocess
+
+        code = "import signal; print(signal.getsignal(signal.SIGINT))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+
+    @snakepit.method
     def exit_please(self):
         raise SystemExit(3)
 

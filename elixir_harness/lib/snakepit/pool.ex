@@ -25,6 +25,7 @@ defmodule Snakepit.Pool do
     * `:size` - number of Python processes (default: schedulers online)
     * `:python` - the interpreter (see `Snakepit.Worker`)
     * `:worker_opts` - CLI options for each Python worker, e.g. `[threads: 2]`
+    * `:worker_args` - strings after `--` for the worker's own code
     * `:health_interval` - ms between health polls, or `nil` (default) for none
     * `:start_timeout`, `:shutdown_grace`, `:cancel_grace`, `:output`,
       `:restart_window`, `:cd`, `:env` - passed to every `Snakepit.Worker`
@@ -40,6 +41,7 @@ defmodule Snakepit.Pool do
   @worker_keys [
     :python,
     :worker_opts,
+    :worker_args,
     :start_timeout,
     :shutdown_grace,
     :cancel_grace,

@@ -23,6 +23,8 @@ defmodule Snakepit.Worker do
     * `:worker_id` - name used in logs and health reports
     * `:worker_opts` - CLI options for the worker, e.g. `[threads: 2]`
       becomes `--threads 2`
+    * `:worker_args` - strings for the worker's own code, passed after `--`
+      (`snakepit_py.worker_args()` in Python), e.g. `["--ray-address", "local"]`
     * `:cd`, `:env` - working directory and extra environment (`[{"K", "v"}]`)
     * `:start_timeout` - ms to wait for `:ready` (default 10_000)
     * `:shutdown_grace` - ms in-flight calls get to finish on stop (default 2_000)
@@ -147,6 +149,7 @@ defmodule Snakepit.Worker do
     :python,
     :worker_id,
     :worker_opts,
+    :worker_args,
     :cd,
     :env,
     :start_timeout,
@@ -179,6 +182,15 @@ defmodule Snakepit.Worker do
       do:
         raise(ArgumentError, ":worker_opts must be a keyword list, got: #{inspect(worker_opts)}")
 
+    worker_args = Keyword.get(opts, :worker_args, [])
+
+    unless is_list(worker_args) and Enum.all?(worker_args, &is_binary/1),
+      do:
+        raise(
+          ArgumentError,
+          ":worker_args must be a list of strings, got: #{inspect(worker_args)}"
+        )
+
     output = Keyword.get(opts, :output, :capture)
 
     unless output in [:capture, :inherit],
@@ -203,6 +215,7 @@ defmodule Snakepit.Worker do
     |> Keyword.put_new(:restart_window, 10_000)
     |> Keyword.put(:output, output)
     |> Keyword.put(:worker_opts, worker_opts)
+    |> Keyword.put(:worker_args, worker_args)
   end
 
   # ---------------------------------------------------------------- server
@@ -260,12 +273,14 @@ defmodule Snakepit.Worker do
   defp cli_flags(%{opts: opts, worker_id: id}) do
     id_flag = if id, do: ["--worker-id", to_string(id)], else: []
 
+    own_args = if opts[:worker_args] == [], do: [], else: ["--" | opts[:worker_args]]
+
     id_flag ++
       Enum.flat_map(opts[:worker_opts], fn
         {_key, value} when value in [nil, false] -> []
         {key, true} -> [flag(key)]
         {key, value} -> [flag(key), to_string(value)]
-      end)
+      end) ++ own_args
   end
 
   defp flag(key), do: "--" <> String.replace(to_string(key), "_", "-")

@@ -52,6 +52,16 @@ defmodule Snakepit.WorkerTest do
       end)
     end
 
+    test ":worker_args reach the worker's own code after --" do
+      w = start_worker(worker_args: ["--model", "gpt2"], worker_opts: [threads: 2])
+      assert {:ok, ["--model", "gpt2"]} = Worker.call(w, %{method: "own_args"})
+      assert Worker.info(w).ready.threads == 2
+
+      assert_raise ArgumentError, ~r/:worker_args must be a list of strings/, fn ->
+        Worker.start_link(target: "x.py", worker_args: [:bad])
+      end
+    end
+
     test "options are validated up front" do
       assert_raise ArgumentError, ~r/:target must be/, fn -> Worker.start_link([]) end
 
