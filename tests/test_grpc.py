@@ -193,6 +193,29 @@ def test_token_missing_wrong_right_on_every_rpc(worker):
         assert c.call("add", 1, 2) == 3 and c.serving_status() == "SERVING"
 
 
+def test_tls_with_a_self_signed_certificate(worker, tmp_path):
+    # Given a certificate for localhost (openssl is the only way to make one here)
+    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # When the worker serves TLS (a public bind is then allowed without a token)
+    w = worker("--grpc", "0.0.0.0:0", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert w.address is not None, w.finish()[1]
+    port = w.address.rsplit(":", 1)[1]
+    # Then a client trusting the certificate can call, and a plaintext client cannot
+    with GrpcClient(f"localhost:{port}", root_certificates=cert.read_bytes()) as c:
+        assert c.call("add", 1, 2) == 3
+    with GrpcClient(f"127.0.0.1:{port}") as plain:
+        with pytest.raises(grpc.RpcError):
+            plain.call("add", 1, 2, timeout=2)
+
+
 def test_frames_over_max_frame_are_refused(worker):
     w = worker("--grpc", "127.0.0.1:0", "--max-frame", "100000")
     with w.client() as c:
