@@ -521,6 +521,8 @@ def test_unhashable_map_key_is_a_decode_error() -> None:
 def test_bad_atoms_are_refused() -> None:
     with pytest.raises(DecodeError, match="UTF-8"):
         etf.decode(b"\x83w\x01\xff")
+    with pytest.raises(DecodeError, match="255"):
+        etf.decode(b"\x83d\x01\x00" + b"a" * 256)  # ATOM_EXT (latin-1): one byte a character
     long_name = b"a" * 256
     with pytest.raises(DecodeError, match="255"):
         etf.decode(b"\x83v\x01\x00" + long_name)

@@ -36,7 +36,13 @@ defmodule EtfRoundTrip do
   import Bitwise
 
   @atoms [:ok, :error, :true, :false, :nil, :undefined, :"héllo", :"日本", :"with space", :""]
-  @encodings [[], [minor_version: 2], [:compressed], [minor_version: 0], [compressed: 9, minor_version: 2]]
+  @encodings [
+    [],
+    [minor_version: 2],
+    [:compressed],
+    [minor_version: 0],
+    [compressed: 9, minor_version: 2]
+  ]
 
   def main(["gen", dir, n, seed]) do
     :rand.seed(:exsss, {String.to_integer(seed), 17, 29})
@@ -52,7 +58,10 @@ defmodule EtfRoundTrip do
   def main(["check", dir]) do
     originals = frames(File.read!(Path.join(dir, "in.bin")))
     copies = frames(File.read!(Path.join(dir, "out.bin")))
-    if length(originals) != length(copies), do: fail("#{length(copies)} copies for #{length(originals)} terms")
+    if length(originals) != length(copies) do
+      fail("#{length(copies)} copies for #{length(originals)} terms")
+    end
+
     bad =
       for {orig, copy} <- Enum.zip(originals, copies),
           a = :erlang.binary_to_term(orig),
@@ -86,7 +95,9 @@ defmodule EtfRoundTrip do
     end
   end
 
-  defp map(family, depth, port), do: Map.new(count(), fn _ -> {key(family), term(depth - 1, port)} end)
+  defp map(family, depth, port) do
+    Map.new(count(), fn _ -> {key(family), term(depth - 1, port)} end)
+  end
 
   defp key(1), do: :rand.uniform(1_000_000) - 500_000
   defp key(2), do: utf8()
@@ -135,7 +146,9 @@ def _frames(data: bytes) -> list[bytes]:
 
 
 def _elixir(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["elixir", str(script), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["elixir", str(script), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_random_beam_terms_survive_python_round_trip(tmp_path: Path) -> None:

@@ -324,6 +324,8 @@ def _dec_map(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     depth -= 1
     arity = _u32(data, pos + 1)[0]
     pos += 5
+    if not arity:  # the empty opts/kwargs of most calls
+        return {}, pos
     if 2 * arity > len(data) - pos:
         raise DecodeError(f"map of {arity} pairs overruns the input", data, pos)
     result = {}
@@ -792,9 +794,11 @@ def encode(
         raise EncodeError("value nested too deeply for the Python stack", _type_name(obj)) from None
     except UnicodeEncodeError as exc:
         raise EncodeError(f"str is not valid Unicode: {exc}", "str") from None
-    except OverflowError as exc:
-        # An integer too large for the BEAM's 32-bit length fields.
-        raise EncodeError(f"value too large for the external term format: {exc}", "int") from None
+    except (OverflowError, struct.error) as exc:
+        # A length (of a binary, a list, a big integer) past the 32-bit fields.
+        raise EncodeError(
+            f"value too large for the external term format: {exc}", _type_name(obj)
+        ) from None
     if compressed:
         if not 1 <= compressed <= 9:
             raise ValueError(f"compressed must be a zlib level 0-9 or None, got: {compressed!r}")
