@@ -290,8 +290,11 @@ class WorkerService:
         iid = self.router.register(dest)
         handle = self.dispatcher.handle
         # A client that cancels (or disconnects) cancels the call, like {:cancel, id}.
-        context.add_callback(lambda: dest.finished or handle((_CANCEL, iid)))
-        return iid, codec, handle((_CALL, iid, request.method, args, kwargs, opts))
+        live = context.add_callback(lambda: dest.finished or handle((_CANCEL, iid)))
+        ctx = handle((_CALL, iid, request.method, args, kwargs, opts))
+        if not live:  # the RPC ended before the callback was in place
+            handle((_CANCEL, iid))
+        return iid, codec, ctx
 
     def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
         route = CallRoute()
