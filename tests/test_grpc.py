@@ -161,6 +161,15 @@ def test_sigterm_drains_health_not_serving_in_flight_finish_new_refused(worker):
     c.close()
 
 
+def test_sigint_is_ignored(worker):
+    w = worker("--grpc", "127.0.0.1:0")
+    w.proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    with w.client() as c:
+        assert c.call("add", 1, 2) == 3
+    assert w.finish()[0] == 0
+
+
 def test_killing_the_worker_kills_its_stubborn_children(worker):
     w = worker("--grpc", "127.0.0.1:0")
     with w.client() as c:

@@ -230,7 +230,8 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
             "--grpc-token TOKEN (or SNAKEPIT_GRPC_TOKEN) and/or --tls-cert/--tls-key, or bind "
             "127.0.0.1 and tunnel."
         )
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ignored with a do-nothing handler, not SIG_IGN, which children would inherit.
+    signal.signal(signal.SIGINT, _server._ignore_signal)
     _lifecycle.become_subreaper()
     registry = load()
     worker = _Server(registry, opts)
