@@ -70,7 +70,12 @@ def active_dispatchers() -> list[Dispatcher]:
     return list(_active)
 
 
-class _ChunkUnencodable(Exception):
+class ChunkUnencodable(Exception):
+    """A chunk the codec cannot carry; ends the call with ``:unencodable``.
+
+    Transports that encode frames themselves (gRPC) raise it from ``write``.
+    """
+
     def __init__(self, error: EncodeError) -> None:
         super().__init__(str(error))
         self.error = error
@@ -402,8 +407,12 @@ class Dispatcher:
     def run_sync(self, ctx: CallContext | None) -> None:
         """Run ``ctx`` (a call ``handle`` returned), then queued sync calls, on this thread."""
         while ctx is not None:
-            self._execute_sync(ctx)
-            ctx = self._next_sync()
+            ctx = self.run_one(ctx)
+
+    def run_one(self, ctx: CallContext) -> CallContext | None:
+        """Run one sync call on this thread; returns the next queued one (its slot kept) or None."""
+        self._execute_sync(ctx)
+        return self._next_sync()
 
     def _next_sync(self) -> CallContext | None:
         with self._lock:
@@ -472,7 +481,7 @@ class Dispatcher:
         try:
             frame = self.encode((CHUNK, ctx.id, ctx._seq, data))
         except EncodeError as exc:
-            raise _ChunkUnencodable(exc) from None
+            raise ChunkUnencodable(exc) from None
         ctx._seq += 1
         if ctx._credit is not None:
             ctx._credit -= 1
@@ -607,7 +616,7 @@ class Dispatcher:
         self._finish(ctx, self.encode((ERROR, ctx.id, error)), False)
 
     def _finish_exception(self, ctx: CallContext, exc: BaseException) -> None:
-        if isinstance(exc, _ChunkUnencodable):
+        if isinstance(exc, ChunkUnencodable):
             self._finish_error(ctx, _unencodable(exc.error, "chunk"))
             return
         try:

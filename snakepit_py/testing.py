@@ -148,7 +148,18 @@ class FakeSupervisor:
         ready_timeout: seconds to wait for ``:ready``.
         timeout: default seconds to wait for any answer.
         record: keep every decoded frame in ``frames``.
+        transport: ``"port"`` (pipes, as a BEAM Port) or ``"grpc"`` (a gRPC
+            Session; needs the ``grpc`` extra; also takes ``address=`` and ``token=``).
     """
+
+    def __new__(cls, *args: Any, transport: str = "port", **kwargs: Any) -> FakeSupervisor:
+        if transport == "grpc" and cls is FakeSupervisor:
+            from ._testing_grpc import GrpcSupervisor
+
+            return super().__new__(GrpcSupervisor)
+        if transport not in ("port", "grpc"):
+            raise ValueError(f"transport must be 'port' or 'grpc', got: {transport!r}")
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -166,6 +177,7 @@ class FakeSupervisor:
         ready_timeout: float = 30.0,
         timeout: float = 30.0,
         record: bool = False,
+        transport: str = "port",
     ) -> None:
         self.target = target
         self.codec = get_codec(codec)

@@ -21,10 +21,9 @@ TRANSPORTS = ["port", "grpc"]
 def make(transport: str, **kwargs):
     if transport == "grpc":
         pytest.importorskip("grpc")
-        from snakepit_py._testing_grpc import GrpcSupervisor
-
-        return GrpcSupervisor(worker_path("basic.py"), **kwargs)
-    return FakeSupervisor(worker_path("basic.py"), **kwargs)
+    sup = FakeSupervisor(worker_path("basic.py"), transport=transport, **kwargs)
+    assert (type(sup).__name__ == "GrpcSupervisor") == (transport == "grpc")
+    return sup
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)

@@ -22,7 +22,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from .._dispatcher import (  # _ChunkUnencodable: see StreamRoute.chunk
+from .._dispatcher import (  # ChunkUnencodable: see StreamRoute.chunk
     BYE,
     CHUNK,
     DESCRIBE,
@@ -32,7 +32,7 @@ from .._dispatcher import (  # _ChunkUnencodable: see StreamRoute.chunk
     LOG,
     OK,
     READY,
-    _ChunkUnencodable,
+    ChunkUnencodable,
     error_map,
 )
 from ..codec import Atom
@@ -71,7 +71,7 @@ class SessionRoute:
         try:
             frame = self.encode((CHUNK, ext, term[2], term[3]))
         except EncodeError as exc:
-            raise _ChunkUnencodable(exc) from None
+            raise ChunkUnencodable(exc) from None
         if not self.closed:
             self.out.put(frame)
 
@@ -143,12 +143,12 @@ class StreamRoute:
         self.finished = False
 
     def chunk(self, term: tuple, ext: Any) -> None:
-        # Raised from ``write``, _ChunkUnencodable makes the dispatcher end the
+        # Raised from ``write``, ChunkUnencodable makes the dispatcher end the
         # call with ``:unencodable`` and close its generator, as over the Port.
         try:
             data = self.encode(term[3])
         except EncodeError as exc:
-            raise _ChunkUnencodable(exc) from None
+            raise ChunkUnencodable(exc) from None
         self.items.put(data)
 
     def terminal(self, term: tuple, ext: Any, iid: int) -> None:

@@ -89,14 +89,7 @@ def _runner(dispatcher: Dispatcher, pool: SyncThreads) -> Callable[[Any], None]:
     A unary Call answers only when its handler returns, so its thread must not
     go on to run other RPCs' queued calls the way ``run_sync`` does.
     """
-    run_one = getattr(dispatcher, "run_one", None)
-    if run_one is None:
-        # Until the dispatcher has a public run_one (see GRPC_REQUESTS.md).
-        execute, next_sync = dispatcher._execute_sync, dispatcher._next_sync
-
-        def run_one(ctx: Any) -> Any:
-            execute(ctx)
-            return next_sync()
+    run_one = dispatcher.run_one
 
     def run(ctx: Any) -> None:
         nxt = run_one(ctx)
