@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
 
 from .errors import CallCancelled
 
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
     from ._dispatcher import Dispatcher
     from ._registry import Method
+
 
 __all__ = ["CallContext", "current_call"]
 
@@ -23,15 +24,20 @@ _current: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", d
 # Call states.
 QUEUED, RUNNING, DONE = 0, 1, 2
 
-_set_async_exc_raw = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc_raw.restype = ctypes.c_int
+_async_exc_api: Any = None
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
+    """Raise ``exc`` in thread ``thread_id`` at its next bytecode (None clears a pending one)."""
+    global _async_exc_api
+    import ctypes  # only when a call is interrupted: ctypes is not free to import
+
+    if _async_exc_api is None:
+        api = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        api.restype = ctypes.c_int
+        _async_exc_api = api
     # None must reach C as NULL (which clears a pending exception), not Py_None.
-    return _set_async_exc_raw(
-        ctypes.c_ulong(thread_id), None if exc is None else ctypes.py_object(exc)
-    )
+    return _async_exc_api(ctypes.c_ulong(thread_id), None if exc is None else ctypes.py_object(exc))
 
 
 def current_call() -> CallContext:

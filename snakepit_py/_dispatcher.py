@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current
@@ -26,11 +25,14 @@ from ._timers import Deadlines
 from .codec import Atom
 from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
 
-get_ident = threading.get_ident
-
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
     import queue
+    from typing import Any
+
+
+get_ident = threading.get_ident
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
 
@@ -171,8 +173,7 @@ class Dispatcher:
             T_DESCRIBE: self._on_describe,
             T_SHUTDOWN: self._on_shutdown,
         }
-        if registry.has_async:
-            self._ensure_loop()
+        self._loop_lock = threading.Lock()
         _active.append(self)
 
     # --- output ---------------------------------------------------------------------------
@@ -492,22 +493,35 @@ class Dispatcher:
 
     # --- running async calls --------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Start the event loop in the background when the worker has async methods.
+
+        Called after ``:ready``: importing asyncio costs more than the rest of
+        a worker's start, and sync calls, health and describe need none of it.
+        """
+        if self.registry.has_async and self._loop is None:
+            threading.Thread(target=self._ensure_loop, name="snakepit-warm-up", daemon=True).start()
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            import asyncio
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = self._start_loop()
+            return self._loop
 
-            loop = asyncio.new_event_loop()
-            started = threading.Event()
+    def _start_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio
 
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(started.set)
-                loop.run_forever()
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
 
-            threading.Thread(target=run, name="snakepit-asyncio", daemon=True).start()
-            started.wait()
-            self._loop = loop
-        return self._loop
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        threading.Thread(target=run, name="snakepit-asyncio", daemon=True).start()
+        started.wait()
+        return loop
 
     def _start_async(self, ctx: CallContext) -> None:
         loop = self._ensure_loop()

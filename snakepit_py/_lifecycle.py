@@ -10,7 +10,6 @@ cannot do this; its supervisor must (the harness kills by OS pid).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -25,6 +24,8 @@ def become_subreaper() -> bool:
     """Ask the kernel to re-parent orphaned descendants to this process (Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

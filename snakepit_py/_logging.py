@@ -1,64 +1,140 @@
-"""Forward Python ``logging`` records to the supervisor as ``{:log, level, message, meta}``."""
+"""Forward Python ``logging`` records to the supervisor as ``{:log, level, message, meta}``.
+
+Records exist only once something imports ``logging``, and importing it costs
+a worker several milliseconds of start-up. So when the worker's code has not
+imported it, the handler is installed the moment anything does (a one-shot
+import hook), not at start.
+"""
 
 from __future__ import annotations
 
-import logging
+import sys
 import threading
+from collections.abc import Callable
 
 from ._context import _current
 from .codec import Atom
 
-__all__ = ["FrameLogHandler", "install"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any
 
-_LEVELS = {
-    logging.DEBUG: Atom("debug"),
-    logging.INFO: Atom("info"),
-    logging.WARNING: Atom("warning"),
-    logging.ERROR: Atom("error"),
-    logging.CRITICAL: Atom("critical"),
-}
+__all__ = ["install", "uninstall"]
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+_ATOMS = [(50, Atom("critical")), (40, Atom("error")), (30, Atom("warning")), (20, Atom("info"))]
+_DEBUG = Atom("debug")
 _LOG, _LOGGER, _CALL_ID = Atom("log"), Atom("logger"), Atom("call_id")
+
+_installed: list[Any] = []
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    if level.upper() in _LEVELS:
+        return _LEVELS[level.upper()]
+    if level.isdigit():
+        return int(level)
+    raise ValueError(f"unknown log level; choose one of {', '.join(_LEVELS)}; got: {level!r}")
 
 
 def _level_atom(levelno: int) -> Atom:
-    for threshold in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+    for threshold, atom in _ATOMS:
         if levelno >= threshold:
-            return _LEVELS[threshold]
-    return _LEVELS[logging.DEBUG]
+            return atom
+    return _DEBUG
 
 
-class FrameLogHandler(logging.Handler):
-    """A logging handler that turns each record into one ``:log`` frame."""
+def _attach(send: Callable[[Any], None], level: int) -> None:
+    import logging
 
-    def __init__(self, send, level: int = logging.WARNING) -> None:
-        super().__init__(level)
-        self._send = send
-        self._busy = threading.local()
+    class FrameLogHandler(logging.Handler):
+        """Turns each record into one ``:log`` frame."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._busy, "on", False):  # logging from inside our own send: drop
-            return
-        self._busy.on = True
-        try:
-            ctx = _current.get()
-            message = self.format(record)
-            meta = {_LOGGER: record.name, _CALL_ID: ctx.id if ctx is not None else None}
-            self._send((_LOG, _level_atom(record.levelno), message, meta))
-        except Exception:
-            self.handleError(record)
-        finally:
-            self._busy.on = False
+        def __init__(self) -> None:
+            super().__init__(level)
+            self._busy = threading.local()
 
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(self._busy, "on", False):  # logging from inside our own send: drop
+                return
+            self._busy.on = True
+            try:
+                ctx = _current.get()
+                meta = {_LOGGER: record.name, _CALL_ID: ctx.id if ctx is not None else None}
+                send((_LOG, _level_atom(record.levelno), self.format(record), meta))
+            except Exception:
+                self.handleError(record)
+            finally:
+                self._busy.on = False
 
-def install(send, level: str | int = "WARNING") -> FrameLogHandler:
-    """Attach a :class:`FrameLogHandler` to the root logger at ``level``."""
-    if isinstance(level, str):
-        level = logging.getLevelName(level.upper())
-        if not isinstance(level, int):
-            raise ValueError(f"unknown log level; got: {level!r}")
-    handler = FrameLogHandler(send, level)
+    handler = FrameLogHandler()
     root = logging.getLogger()
     root.addHandler(handler)
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
-    return handler
+    _installed.append(handler)
+
+
+class _AfterExec:
+    """A loader wrapper that runs ``then(module)`` once the module has executed."""
+
+    def __init__(self, loader: Any, then: Callable[[Any], None]) -> None:
+        self._loader = loader
+        self._then = then
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        self._then(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _WhenImported:
+    """A one-shot meta path finder: attaches the handler when ``logging`` is imported."""
+
+    def __init__(self, send: Callable[[Any], None], level: int) -> None:
+        self.send = send
+        self.level = level
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "logging":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _AfterExec(spec.loader, lambda _m: _attach(self.send, self.level))
+        return spec
+
+
+def install(send: Callable[[Any], None], level: str | int = "WARNING") -> None:
+    """Forward records at ``level`` and above through ``send``.
+
+    Raises:
+        ValueError: an unknown level name.
+    """
+    number = _level_number(level)
+    if "logging" in sys.modules:
+        _attach(send, number)
+    else:
+        sys.meta_path.insert(0, _WhenImported(send, number))
+
+
+def uninstall() -> None:
+    """Stop forwarding (before ``:bye``, so no log frame follows it)."""
+    for finder in [f for f in sys.meta_path if isinstance(f, _WhenImported)]:
+        sys.meta_path.remove(finder)
+    if _installed:
+        import logging
+
+        for handler in _installed:
+            logging.getLogger().removeHandler(handler)
+        _installed.clear()

@@ -1,11 +1,27 @@
-"""Worker options (PROTOCOL.md §1), shared by ``snakepit-py worker`` and ``snakepit.run()``."""
+"""Worker options (PROTOCOL.md §1), shared by ``snakepit-py worker`` and ``snakepit.run()``.
+
+One table describes every option. ``add_worker_arguments`` builds the argparse
+options from it (for ``--help`` and error messages); ``fast_parse`` reads a
+well-formed command line straight from it, because argparse and what it
+imports cost a worker several milliseconds of start-up.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Callable
 
-__all__ = ["WorkerOptions", "add_worker_arguments", "options_from_args", "split_worker_args"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = [
+    "WorkerOptions",
+    "add_worker_arguments",
+    "fast_parse",
+    "options_from_args",
+    "split_worker_args",
+]
 
 
 class WorkerOptions:
@@ -40,7 +56,7 @@ class WorkerOptions:
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got: {text}")
+        raise ValueError(f"must be at least 1, got: {text}")
     return value
 
 
@@ -48,62 +64,113 @@ def _fds(text: str) -> tuple[int, int]:
     try:
         a, b = (int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected IN,OUT (e.g. 3,4), got: {text!r}") from None
+        raise ValueError(f"expected IN,OUT (e.g. 3,4), got: {text!r}") from None
     return a, b
 
 
+def _codec(text: str) -> str:
+    if text not in ("etf", "msgpack"):
+        raise ValueError(f"choose etf or msgpack, got: {text!r}")
+    return text
+
+
+# flag: (dest, converter or None for a switch, env var, default, metavar, help)
+_TABLE: dict[str, tuple[str, Callable[[str], object] | None, str | None, object, str | None, str]]
+_TABLE = {
+    "--fd": ("fd", _fds, "SNAKEPIT_FD", "3,4", "IN,OUT", "protocol file descriptors (default 3,4)"),
+    "--stdio": ("stdio", None, None, False, None,
+                "speak the protocol on fds 0/1 (user output is moved to stderr)"),
+    "--codec": ("codec", _codec, "SNAKEPIT_CODEC", "etf", "etf|msgpack",
+                "payload encoding of every frame (default etf)"),
+    "--threads": ("threads", _positive, None, 1, "N",
+                  "sync calls that may run at once (default 1)"),
+    "--max-inflight": ("max_inflight", _positive, None, 64, "N",
+                       "calls accepted at once; more get :overloaded (default 64)"),
+    "--max-frame": ("max_frame", _positive, None, 64 * 2**20, "BYTES",
+                    "largest frame accepted, in bytes (default 64 MiB)"),
+    "--worker-id": ("worker_id", str, "SNAKEPIT_WORKER_ID", None, "ID",
+                    "name used in logs and health (default: the OS pid)"),
+    "--grpc": ("grpc", str, None, None, "HOST:PORT", "serve over gRPC instead of the Port"),
+    "--grpc-token": ("grpc_token", str, "SNAKEPIT_GRPC_TOKEN", None, "TOKEN",
+                     "require 'authorization: Bearer TOKEN' on every gRPC call"),
+    "--tls-cert": ("tls_cert", str, None, None, "PEM", "gRPC TLS certificate chain (PEM)"),
+    "--tls-key": ("tls_key", str, None, None, "PEM", "gRPC TLS private key (PEM)"),
+    "--parent-pid": ("parent_pid", int, None, None, "PID",
+                     "exit when this process is gone (gRPC mode)"),
+    "--log-level": ("log_level", str, "SNAKEPIT_LOG_LEVEL", "WARNING", "LEVEL",
+                    "lowest logging level forwarded as :log frames (default WARNING)"),
+    "--grace-ms": ("grace_ms", int, None, 5000, "MS",
+                   "how long SIGTERM lets in-flight calls finish (default 5000)"),
+}  # fmt: skip
+
+
+def _defaults() -> dict[str, object]:
+    values: dict[str, object] = {}
+    for dest, conv, env, default, _, _ in _TABLE.values():
+        raw = os.environ.get(env) if env else None
+        values[dest] = conv(raw) if raw is not None and conv is not None else default
+    if isinstance(values["fd"], str):
+        values["fd"] = _fds(values["fd"])
+    return values
+
+
+def _build(values: dict[str, object], worker_args: list[str]) -> WorkerOptions:
+    fd = values.pop("fd")
+    return WorkerOptions(fd_in=fd[0], fd_out=fd[1], worker_args=worker_args, **values)  # type: ignore[index]
+
+
+def fast_parse(argv: list[str], worker_args: list[str]) -> WorkerOptions | None:
+    """Parse well-formed worker options from ``argv`` (after TARGET) without argparse.
+
+    Returns None for anything unusual (``--help``, an unknown option, a bad
+    value, ``--opt=value``): argparse then parses it and reports errors its way.
+    """
+    try:
+        values = _defaults()
+    except ValueError:
+        return None
+    i = 0
+    while i < len(argv):
+        entry = _TABLE.get(argv[i])
+        if entry is None:
+            return None
+        dest, conv = entry[0], entry[1]
+        if conv is None:
+            values[dest] = True
+            i += 1
+            continue
+        if i + 1 >= len(argv):
+            return None
+        try:
+            values[dest] = conv(argv[i + 1])
+        except ValueError:
+            return None
+        i += 2
+    return _build(values, worker_args)
+
+
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the worker options to a parser."""
-    env = os.environ.get
-    p.add_argument(
-        "--fd",
-        type=_fds,
-        default=_fds(env("SNAKEPIT_FD", "3,4")),
-        metavar="IN,OUT",
-        help="protocol file descriptors (default 3,4)",
-    )
-    p.add_argument(
-        "--stdio",
-        action="store_true",
-        help="speak the protocol on fds 0/1 (user output is moved to stderr)",
-    )
-    p.add_argument("--codec", choices=("etf", "msgpack"), default=env("SNAKEPIT_CODEC", "etf"))
-    p.add_argument(
-        "--threads", type=_positive, default=1, help="sync calls that may run at once (default 1)"
-    )
-    p.add_argument(
-        "--max-inflight",
-        type=_positive,
-        default=64,
-        help="calls accepted at once; more get :overloaded (default 64)",
-    )
-    p.add_argument(
-        "--max-frame",
-        type=_positive,
-        default=64 * 2**20,
-        help="largest frame accepted, in bytes (default 64 MiB)",
-    )
-    p.add_argument(
-        "--worker-id",
-        default=env("SNAKEPIT_WORKER_ID"),
-        help="name used in logs and health (default: the OS pid)",
-    )
-    p.add_argument("--grpc", metavar="HOST:PORT", help="serve over gRPC instead of the Port")
-    p.add_argument(
-        "--grpc-token",
-        default=env("SNAKEPIT_GRPC_TOKEN"),
-        help="require 'authorization: Bearer TOKEN' on every gRPC call",
-    )
-    p.add_argument("--tls-cert", help="gRPC TLS certificate chain (PEM)")
-    p.add_argument("--tls-key", help="gRPC TLS private key (PEM)")
-    p.add_argument("--parent-pid", type=int, help="exit when this process is gone (gRPC mode)")
-    p.add_argument(
-        "--log-level",
-        default=env("SNAKEPIT_LOG_LEVEL", "WARNING"),
-        help="lowest logging level forwarded as :log frames (default WARNING)",
-    )
-    p.add_argument("--grace-ms", type=int, default=5000,
-                   help="how long SIGTERM lets in-flight calls finish (default 5000)")  # fmt: skip
+    """Add the worker options to an argparse parser."""
+    import argparse
+
+    def checked(conv: Callable[[str], object]) -> Callable[[str], object]:
+        def parse(text: str) -> object:
+            try:
+                return conv(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        parse.__name__ = getattr(conv, "__name__", "value").lstrip("_")
+        return parse
+
+    defaults = _defaults()
+    for flag, (dest, conv, env, _, metavar, text) in _TABLE.items():
+        text = f"{text} [env {env}]" if env else text
+        if conv is None:
+            p.add_argument(flag, dest=dest, action="store_true", help=text)
+        else:
+            p.add_argument(flag, dest=dest, type=checked(conv), default=defaults[dest],
+                           metavar=metavar, help=text)  # fmt: skip
 
 
 def split_worker_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -115,22 +182,5 @@ def split_worker_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from_args(ns: argparse.Namespace, worker_args: list[str]) -> WorkerOptions:
-    """Build WorkerOptions from parsed arguments."""
-    return WorkerOptions(
-        fd_in=ns.fd[0],
-        fd_out=ns.fd[1],
-        stdio=ns.stdio,
-        codec=ns.codec,
-        threads=ns.threads,
-        max_inflight=ns.max_inflight,
-        max_frame=ns.max_frame,
-        worker_id=ns.worker_id,
-        grpc=ns.grpc,
-        grpc_token=ns.grpc_token,
-        tls_cert=ns.tls_cert,
-        tls_key=ns.tls_key,
-        parent_pid=ns.parent_pid,
-        log_level=ns.log_level,
-        grace_ms=ns.grace_ms,
-        worker_args=worker_args,
-    )
+    """Build WorkerOptions from parsed argparse arguments."""
+    return _build({dest: getattr(ns, dest) for dest, *_ in _TABLE.values()}, worker_args)

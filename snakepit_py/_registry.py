@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+from types import FunctionType, ModuleType
 
 from .errors import BadArguments, MethodNotFound, RegistryError
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import inspect
+    from typing import Any
+
 
 __all__ = ["method", "Method", "Registry", "load_target", "registry_from_module"]
 
@@ -180,63 +184,103 @@ def _describe_value(v: Any) -> str:
 # --- methods ------------------------------------------------------------------------------
 
 
-class Method:
-    """One callable method of a worker."""
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 
-    def __init__(self, name: str, fn: Callable[..., Any], signature: inspect.Signature, *,
-                 doc: str = "", timeout: float | None = None, streaming: bool = False,
+
+def _code_flags(fn: Any) -> int:
+    """The code flags of the function behind ``fn`` (bound method, staticmethod, wrapper)."""
+    seen = 0
+    while seen < 100:
+        seen += 1
+        if hasattr(fn, "__func__"):
+            fn = fn.__func__
+        elif hasattr(fn, "__wrapped__"):
+            fn = fn.__wrapped__
+        else:
+            break
+    code = getattr(fn, "__code__", None)
+    return code.co_flags if code is not None else 0
+
+
+class Method:
+    """One callable method of a worker.
+
+    What needs ``inspect`` (the signature, argument checks, the docstring) is
+    worked out on first use, not at start-up: ``inspect`` and what it imports
+    cost more than the rest of a worker's start.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Any], *, doc: str | None = None,
+                 timeout: float | None = None, streaming: bool = False,
                  is_async: bool = False, is_generator: bool = False,
                  is_async_generator: bool = False) -> None:  # fmt: skip
         self.name = name
         self.fn = fn
-        self.signature = signature
-        self.doc = doc
         self.timeout = timeout
         self.streaming = streaming
         self.is_async = is_async
         self.is_generator = is_generator
         self.is_async_generator = is_async_generator
+        self._doc = doc
+        self._sig: inspect.Signature | None = None
         self._checks: dict[str, Callable[[Any], Any]] = {}
         self._fast: list[Callable[[Any], Any] | None] | None = None
         self._fast_min = 0
 
     def __repr__(self) -> str:
-        return f"<Method {self.sig_text}>"
+        return f"<Method {self.name}>"
 
     @classmethod
     def build(cls, name: str, fn: Callable[..., Any], opts: _Options | None) -> Method:
-        """Inspect ``fn`` once and precompute how to bind and check its arguments."""
+        """Describe ``fn`` as a method (what kind of callable it is; the rest on first use)."""
         opts = opts or _Options()
-        raw = inspect.unwrap(fn)
-        try:
-            sig = inspect.signature(fn, eval_str=True)
-        except Exception:
-            sig = inspect.signature(fn)
-        is_agen = inspect.isasyncgenfunction(raw)
-        is_gen = inspect.isgeneratorfunction(raw)
-        is_async = inspect.iscoroutinefunction(raw) or is_agen
-        doc = opts.doc if opts.doc is not None else inspect.getdoc(fn) or ""
-        m = cls(
+        flags = _code_flags(fn)
+        is_agen = bool(flags & _CO_ASYNC_GENERATOR)
+        is_gen = bool(flags & _CO_GENERATOR)
+        return cls(
             name,
             fn,
-            sig,
-            doc=doc,
+            doc=opts.doc,
             timeout=opts.timeout,
             streaming=bool(opts.streaming) or is_gen or is_agen,
-            is_async=is_async,
+            is_async=bool(flags & _CO_COROUTINE) or is_agen,
             is_generator=is_gen,
             is_async_generator=is_agen,
         )
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature (annotations evaluated where possible)."""
+        if self._sig is None:
+            self._prepare()
+        return self._sig  # type: ignore[return-value]
+
+    @property
+    def doc(self) -> str:
+        """The ``doc=`` option, else the docstring."""
+        if self._doc is None:
+            import inspect
+
+            self._doc = inspect.getdoc(self.fn) or ""
+        return self._doc
+
+    def _prepare(self) -> None:
+        import inspect
+
+        try:
+            sig = inspect.signature(self.fn, eval_str=True)
+        except Exception:
+            sig = inspect.signature(self.fn)
         for p in sig.parameters.values():
             kind = _simple_type(p.annotation)
             if kind is not None:
-                m._checks[p.name] = _converter(kind)
+                self._checks[p.name] = _converter(kind)
         # Fast path: only plain positional parameters, bound positionally.
         params = list(sig.parameters.values())
         if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
-            m._fast = [m._checks.get(p.name) for p in params]
-            m._fast_min = sum(1 for p in params if p.default is p.empty)
-        return m
+            self._fast = [self._checks.get(p.name) for p in params]
+            self._fast_min = sum(1 for p in params if p.default is p.empty)
+        self._sig = sig
 
     def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
         """Bind and check arguments.
@@ -247,6 +291,8 @@ class Method:
         Raises:
             BadArguments: they do not bind, or a value fails its annotation.
         """
+        if self._sig is None:
+            self._prepare()
         fast = self._fast
         if fast is not None and not kwargs and self._fast_min <= len(args) <= len(fast):
             if not self._checks:
@@ -272,9 +318,9 @@ class Method:
                 if conv is None:
                     continue
                 kind = params[pname].kind
-                if kind is inspect.Parameter.VAR_POSITIONAL:
+                if kind is kind.VAR_POSITIONAL:
                     bound.arguments[pname] = tuple(self._check(conv, pname, v) for v in value)
-                elif kind is inspect.Parameter.VAR_KEYWORD:
+                elif kind is kind.VAR_KEYWORD:
                     bound.arguments[pname] = {k: self._check(conv, k, v) for k, v in value.items()}
                 else:
                     bound.arguments[pname] = self._check(conv, pname, value)
@@ -335,6 +381,8 @@ def _annotation_text(annotation: Any) -> str:
         return annotation
     if isinstance(annotation, type):
         return annotation.__qualname__
+    import inspect
+
     return inspect.formatannotation(annotation)
 
 
@@ -416,7 +464,7 @@ def _methods_of_instance(obj: Any, cls: type) -> tuple[list[Method], Callable[[]
         for attr, raw in members.items():
             if attr.startswith("_") or attr == "health_check":
                 continue
-            if isinstance(raw, (staticmethod, classmethod)) or inspect.isfunction(raw):
+            if isinstance(raw, (staticmethod, classmethod, FunctionType)):
                 methods.append(Method.build(attr, getattr(obj, attr), None))
     hook = getattr(obj, "health_check", None)
     return methods, hook if callable(hook) else None
@@ -456,7 +504,7 @@ def registry_from_module(module: ModuleType) -> Registry:
             opts: _Options = getattr(value, _MARK)
             methods.append(Method.build(opts.name or attr, value, opts))
     hook = getattr(module, "health_check", None)
-    hook = hook if inspect.isfunction(hook) else None
+    hook = hook if isinstance(hook, FunctionType) else None
     classes = _classes_with_methods(module)
     instance = None
     if len(classes) > 1:

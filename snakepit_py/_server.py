@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
 
 from . import _lifecycle, _logging
 from ._dispatcher import Dispatcher
@@ -30,6 +29,11 @@ from ._registry import Registry
 from .codec import get_codec
 from .errors import DecodeError
 from .transport.port import FrameReader, FrameTooLarge, FrameWriter, protect_stdio
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
 
 __all__ = ["serve", "peek_call_id"]
 
@@ -211,7 +215,6 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     # SIGINT is ignored with a do-nothing handler, not SIG_IGN: SIG_IGN would be
     # inherited by every child process (a Ray task could then not be interrupted).
     signal.signal(signal.SIGINT, _ignore_signal)
-    _lifecycle.become_subreaper()
     codec = get_codec(opts.codec)
     writer = FrameWriter(fd_out)
     done = threading.Event()
@@ -221,17 +224,19 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
         on_exit=done.set, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
     )  # fmt: skip
-    handler = _logging.install(dispatcher.send, opts.log_level)
+    _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())
     reader = FrameReader(fd_in, opts.max_frame)
     peek = peek_call_id if opts.codec == "etf" else (lambda _frame: None)
     dispatcher.send_ready()
+    # After :ready (ctypes costs start-up time); user code imported before it
+    # can only have direct children, which are ours to reap anyway.
+    _lifecycle.become_subreaper()
+    dispatcher.warm_up()
     _Readers(reader, codec.decode, dispatcher, peek).start(opts.threads)
     while not done.wait(3600):
         pass
-    import logging
-
-    logging.getLogger().removeHandler(handler)
+    _logging.uninstall()
     writer.closed = True
     # After end of input the whole exit must fit in 1 s; after a clean shutdown
     # the user's atexit handlers get longer.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
-from typing import Any
 
-from ._options import add_worker_arguments, options_from_args, split_worker_args
+from ._options import add_worker_arguments, fast_parse, options_from_args, split_worker_args
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
 
 __all__ = ["main", "run_main_module"]
 
@@ -47,10 +51,15 @@ def run_main_module(argv: list[str] | None) -> None:
     from ._registry import registry_from_module
 
     runtime_argv, worker_argv = split_worker_args(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(prog=sys.argv[0], description="serve this script's methods")
-    add_worker_arguments(parser)
-    ns = parser.parse_args(runtime_argv)
-    opts = options_from_args(ns, worker_argv)
+    opts = fast_parse(runtime_argv, worker_argv)
+    if opts is None:
+        import argparse
+
+        parser = argparse.ArgumentParser(
+            prog=sys.argv[0], description="serve this script's methods"
+        )
+        add_worker_arguments(parser)
+        opts = options_from_args(parser.parse_args(runtime_argv), worker_argv)
     _serve(lambda: registry_from_module(sys.modules["__main__"]), opts)
 
 
@@ -195,6 +204,8 @@ def _cmd_describe(ns: argparse.Namespace, worker_argv: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="snakepit-py",
         description="Python workers for BEAM supervisors. Options after a bare -- go to the "
@@ -222,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``snakepit-py`` and ``python -m snakepit_py``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     runtime_argv, worker_argv = split_worker_args(argv)
+    if len(runtime_argv) >= 2 and runtime_argv[0] == "worker" and runtime_argv[1][:1] != "-":
+        opts = fast_parse(runtime_argv[2:], worker_argv)  # the supervisor's hot path
+        if opts is not None:
+            _serve(_load_or_die(runtime_argv[1]), opts)
+            return 0
     ns = _parser().parse_args(runtime_argv)
     if ns.command == "worker":
         _serve(_load_or_die(ns.target), options_from_args(ns, worker_argv))

@@ -8,7 +8,10 @@ user's ``except Exception:`` cannot swallow a cancellation (the same choice
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = [
     "SnakepitError",

@@ -142,3 +142,31 @@ def test_importing_and_serving_never_loads_grpc_ray_numpy_or_asyncio():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_serving_worker_has_not_loaded_what_it_does_not_use(tmp_path):
+    # Start-up cost: argparse, logging, asyncio and typing load only when something uses them.
+    from snakepit_py.testing import FakeSupervisor
+
+    script = tmp_path / "lean_worker.py"
+    script.write_text(
+        "import sys\nimport snakepit_py as snakepit\n\n@snakepit.method\ndef loaded(names):\n"
+        "    return [n for n in names if n in sys.modules]\n"
+    )
+    with FakeSupervisor(str(script)) as sup:
+        assert sup.call("loaded", ["argparse", "logging", "asyncio", "typing", "grpc"]) == []
+
+
+def test_logging_imported_late_is_still_forwarded(tmp_path):
+    from snakepit_py.testing import FakeSupervisor
+
+    script = tmp_path / "late_logging_worker.py"
+    script.write_text(
+        "import snakepit_py as snakepit\n\n@snakepit.method\ndef warn():\n"
+        "    import logging\n    logging.getLogger('late').warning('imported late')\n"
+        "    return 'ok'\n"
+    )
+    with FakeSupervisor(str(script)) as sup:
+        assert sup.call("warn") == "ok"
+        sup.wait_for(lambda: any(m[2] == "imported late" for m in sup.logs))
+        assert sup.logs[0][3]["logger"] == "late" and sup.logs[0][1] == "warning"

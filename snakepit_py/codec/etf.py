@@ -20,10 +20,14 @@ import math
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import DecodeError, EncodeError
 from ._terms import Atom, ImproperList
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = [
     # codec
@@ -602,7 +606,7 @@ def decode(
 
 # --- encoding --------------------------------------------------------------
 
-_Hook = Callable[[Any], Any] | None
+_Hook = "Callable[[Any], Any] | None"
 
 _SMALL_INTS = [bytes((_SMALL_INTEGER, i)) for i in range(256)]
 _SMALL_TUPLES = [bytes((_SMALL_TUPLE, i)) for i in range(256)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import hmac
-import logging
 import os
 import signal
 import stat
@@ -235,7 +234,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     _lifecycle.become_subreaper()
     registry = load()
     worker = _Server(registry, opts)
-    handler = _logging.install(worker.dispatcher.send, opts.log_level)
+    _logging.install(worker.dispatcher.send, opts.log_level)
     bound = worker.bind(host, port, creds)
     worker.server.start()
     signal.signal(signal.SIGTERM, lambda *_: worker.drain())
@@ -245,11 +244,11 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     worker.watch_parent()
     while not worker.done.wait(3600):
         pass
-    _exit(worker, handler)
+    _exit(worker)
 
 
-def _exit(worker: _Server, handler: logging.Handler) -> NoReturn:
-    logging.getLogger().removeHandler(handler)
+def _exit(worker: _Server) -> NoReturn:
+    _logging.uninstall()
     aborted = worker.dispatcher.aborted
     for session in list(worker.router.sessions):
         session.close()  # after :bye, each Session stream ends
