@@ -29,6 +29,7 @@ from snakepit_py.codec import etf  # noqa: E402
 
 A = etf.Atom
 WORKER = os.path.join(ROOT, "benchmarks", "bench_worker.py")
+HELLO = os.path.join(ROOT, "examples", "hello_worker.py")
 RAW = os.path.join(ROOT, "benchmarks", "raw_echo.py")
 
 
@@ -104,7 +105,7 @@ def round_trips(rounds: int, n: int, make) -> tuple[float, float]:
     return statistics.median(raw_t), statistics.median(worker_t)
 
 
-def spawn_times(rounds: int) -> tuple[float, float, float]:
+def spawn_times(rounds: int, worker: str) -> tuple[float, float, float]:
     """Median seconds for: python -c pass, raw echo first reply, worker spawn -> ready."""
     base, raw_t, ready = [], [], []
     for _ in range(rounds):
@@ -116,16 +117,17 @@ def spawn_times(rounds: int) -> tuple[float, float, float]:
         p.recv()
         raw_t.append(time.perf_counter() - p.t0)
         p.close()
-        p = Peer([sys.executable, "-m", "snakepit_py", "worker", WORKER])
+        p = Peer([sys.executable, "-m", "snakepit_py", "worker", worker])
         p.recv()
         ready.append(time.perf_counter() - p.t0)
         p.close()
     return statistics.median(base), statistics.median(raw_t), statistics.median(ready)
 
 
-def idle_rss_mb() -> float:
-    p = _worker()
-    time.sleep(0.2)
+def idle_rss_mb(worker: str) -> float:
+    p = Peer([sys.executable, "-m", "snakepit_py", "worker", worker])
+    p.recv()
+    time.sleep(0.3)
     with open(f"/proc/{p.pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     p.close()
@@ -147,15 +149,25 @@ def main() -> None:
         max(3, args.rounds // 2), 30,
         lambda i: etf.encode((A("call"), i, "echo", [blob], {}, opts)),
     )  # fmt: skip
-    base, raw_start, ready = spawn_times(args.rounds)
-    rss = idle_rss_mb()
+    # Run from bytecode, as an installed package does (this machine may set
+    # PYTHONDONTWRITEBYTECODE, which would make every start compile from source).
+    import compileall
+
+    for folder in ("snakepit_py", "benchmarks", "examples"):
+        compileall.compile_dir(os.path.join(ROOT, folder), quiet=1)
+    base, raw_start, ready = spawn_times(args.rounds, HELLO)
+    _, _, ready_async = spawn_times(max(3, args.rounds // 2), WORKER)
+    rss = idle_rss_mb(HELLO)
+    rss_async = idle_rss_mb(WORKER)
     result = {
         "small_call_us": {"raw": small[0] * 1e6, "worker": small[1] * 1e6,
                           "ratio": small[1] / small[0]},
         "binary_1mib_us": {"raw": big[0] * 1e6, "worker": big[1] * 1e6, "ratio": big[1] / big[0]},
         "spawn_ms": {"python_c_pass": base * 1e3, "raw_echo_first_reply": raw_start * 1e3,
-                     "worker_ready": ready * 1e3, "ready_above_python": (ready - base) * 1e3},
+                     "worker_ready": ready * 1e3, "ready_above_python": (ready - base) * 1e3,
+                     "async_worker_ready": ready_async * 1e3},
         "idle_rss_mb": rss,
+        "idle_rss_mb_async_worker": rss_async,
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "python": sys.version.split()[0],
     }  # fmt: skip
@@ -174,10 +186,16 @@ def main() -> None:
     )
     print(
         f"spawn          python -c pass {sp['python_c_pass']:.1f} ms   raw echo first reply "
-        f"{sp['raw_echo_first_reply']:.1f} ms   worker ready {sp['worker_ready']:.1f} ms   "
+        f"{sp['raw_echo_first_reply']:.1f} ms   hello_worker ready {sp['worker_ready']:.1f} ms "
         f"(+{sp['ready_above_python']:.1f} ms; goal <= 20)"
     )
-    print(f"idle RSS       {rss:.1f} MB  (goal <= 20)")  # fmt: skip
+    print(
+        f"               bench_worker (has an async method) ready {sp['async_worker_ready']:.1f} ms"
+    )
+    print(
+        f"idle RSS       hello_worker {rss:.1f} MB (goal <= 20)   bench_worker, event loop "
+        f"running: {result['idle_rss_mb_async_worker']:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -549,3 +549,13 @@ def test_public_surface() -> None:
     assert set(etf.__all__) >= {"encode", "decode", "Atom", "ImproperList", "Pid", "Fun"}
     for public in etf.__all__:
         assert hasattr(etf, public)
+
+
+def test_big_binaries_keep_their_type_whatever_their_first_bytes():
+    # The prefix check must not turn valid UTF-8 into bytes, nor the reverse.
+    text = ("é" * 3000 + "x" * 5000).encode()  # multi-byte characters across the 256-byte cut
+    assert etf.decode(etf.encode(text)) == text.decode()
+    late_error = b"a" * 10000 + b"\xff"
+    assert etf.decode(etf.encode(late_error)) == late_error
+    early_error = b"\xff" + b"a" * 10000
+    assert etf.decode(etf.encode(early_error)) == early_error

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from codecs import utf_8_decode as _utf_8_decode
 from collections.abc import Callable
 
 from ..errors import DecodeError, EncodeError
@@ -282,6 +283,15 @@ def _dec_binary(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     start = pos + 5
     end = start + _u32(data, pos + 1)[0]
     raw = data[start:end]
+    if end - start > 4096:
+        # A failed decode copies its whole input into the UnicodeDecodeError;
+        # for a big binary that costs more than everything else. Most binary
+        # data fails within its first bytes, so try a prefix first (final=False
+        # lets a multi-byte character cut at the prefix's end pass).
+        try:
+            _utf_8_decode(memoryview(raw)[:256], "strict", False)
+        except UnicodeDecodeError:
+            return raw, end
     try:
         return raw.decode(), end
     except UnicodeDecodeError:
