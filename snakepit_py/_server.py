@@ -88,6 +88,7 @@ class _Readers:
     """
 
     _PERIOD = 0.001
+    _MAX_PERIOD = 0.004
     _IDLE_CHECKS = 50  # ~50 ms without a vacancy: the sentinel goes to sleep
 
     def __init__(self, reader: FrameReader, decode: Callable[[Any], Any], dispatcher: Dispatcher,
@@ -111,49 +112,49 @@ class _Readers:
                              daemon=True).start()  # fmt: skip
 
     def _main(self, leading: bool) -> None:
-        state, run_sync = self._state, self.dispatcher.run_sync
-        while True:
-            if not leading and not self._stand_by():
+        if leading and not self._lead():
+            return
+        while self._stand_by():
+            if not self._lead():
                 return
-            ctx = self._lead()
-            if ctx is None:
-                return
-            with state:
-                self._vacant = True
-                self._serial += 1
-                if self._asleep:
-                    self._asleep = False
-                    self._wake.release()
-            run_sync(ctx)
-            with state:
-                leading = self._vacant  # nobody took over: read on
-                self._vacant = False
 
     def _stand_by(self) -> bool:
         """Wait as the sentinel until the reading role is taken over; False at end of input."""
         with self._standby:  # one sentinel at a time; other standbys queue here
-            seen, idle = -1, 0
+            seen, idle, period = -1, 0, self._PERIOD
             while not self._eof:
                 sleep = False
                 with self._state:
                     if self._vacant:
                         if self._serial == seen:
                             self._vacant = False
+                            self.dispatcher.arm_deadlines()  # the call lasts: time it
                             return True
+                        if seen >= 0:
+                            # Short calls keep turning over: look less often (each
+                            # look takes the GIL from them), up to _MAX_PERIOD.
+                            period = min(period * 2, self._MAX_PERIOD)
                         seen, idle = self._serial, 0
                     else:
                         idle += 1
+                        period = self._PERIOD
                         if idle > self._IDLE_CHECKS:
                             self._asleep = sleep = True
                 if sleep:
                     self._wake.acquire()
                     seen, idle = -1, 0
                 else:
-                    time.sleep(self._PERIOD)
+                    time.sleep(period)
             return False
 
-    def _lead(self) -> Any:
+    def _lead(self) -> bool:
+        """Hold the reading role: read, dispatch, run sync calls in place.
+
+        Returns True when another thread took the role over during a call (this
+        one then stands by), False at end of input.
+        """
         read, decode, handle = self.reader.read, self.decode, self.dispatcher.handle
+        state, run_sync = self._state, self.dispatcher.run_sync
         while True:
             try:
                 frame = read()
@@ -168,15 +169,27 @@ class _Readers:
             if frame is None:
                 self._eof = True
                 self.dispatcher.abort()
-                return None
+                return False
             try:
                 msg = decode(frame)
             except DecodeError as exc:
                 self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
                 continue
             ctx = handle(msg)
-            if ctx is not None:
-                return ctx
+            if ctx is None:
+                continue
+            with state:
+                self._vacant = True
+                self._serial += 1
+                if self._asleep:
+                    self._asleep = False
+                    self._wake.release()
+            run_sync(ctx)
+            with state:
+                taken = not self._vacant
+                self._vacant = False
+            if taken:
+                return True
 
 
 def _ignore_signal(_signum: int, _frame: object) -> None:
@@ -223,6 +236,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         registry, codec, writer.write,
         threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
         on_exit=done.set, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
+        lazy_deadlines=True,
     )  # fmt: skip
     _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())

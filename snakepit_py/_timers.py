@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 
 __all__ = ["Deadlines"]
 
+heappush = heapq.heappush
+
 Entry = tuple[float, int, int]
 
 
@@ -33,16 +35,17 @@ class Deadlines:
         self._fire = fire
         self._live = live
         self._heap: list[Entry] = []
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._limit = 256
 
     def add(self, when: float, serial: int, call_id: int) -> None:
         """Schedule a deadline at monotonic time ``when``."""
-        with self._cond:
+        with self._lock:  # the Condition's own lock: cheaper to enter than the Condition
             heap = self._heap
             earliest = heap[0][0] if heap else None
-            heapq.heappush(heap, (when, serial, call_id))
+            heappush(heap, (when, serial, call_id))
             if len(heap) > self._limit:
                 self._compact()
             if self._thread is None:
