@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import ProtocolError
-from .testing import FakeSupervisor, _lost
+from .testing import FakeSupervisor
 
 __all__ = ["GrpcSupervisor"]
 
@@ -182,12 +182,4 @@ class GrpcSupervisor(FakeSupervisor):
         except grpc.RpcError:
             pass
         finally:
-            self._closed.set()
-            self._ready.set()
-            with self._lock:
-                pending = list(self._pending.values())
-                self._pending.clear()
-            for p in pending:
-                p.events.put(("error", _lost(self.proc), None))
-            with self._cond:
-                self._cond.notify_all()
+            self._connection_lost()

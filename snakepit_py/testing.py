@@ -454,15 +454,19 @@ class FakeSupervisor:
                 del buf[: 4 + size]
                 self._on_message(decode(frame))
         finally:
-            self._closed.set()
-            self._ready.set()
-            with self._lock:
-                pending = list(self._pending.values())
-                self._pending.clear()
-            for p in pending:
-                p.events.put(("error", _lost(self.proc), None))
-            with self._cond:
-                self._cond.notify_all()
+            self._connection_lost()
+
+    def _connection_lost(self) -> None:
+        """The worker's output ended: fail every call still waiting, wake every waiter."""
+        self._closed.set()
+        self._ready.set()
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for p in pending:
+            p.events.put(("error", _lost(self.proc), None))
+        with self._cond:
+            self._cond.notify_all()
 
     def _on_message(self, msg: tuple) -> None:
         if self.record:

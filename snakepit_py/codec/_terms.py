@@ -7,7 +7,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-__all__ = ["Atom", "ImproperList"]
+__all__ = ["Atom", "ImproperList", "type_name"]
+
+
+def type_name(obj: object) -> str:
+    """The qualified name of ``obj``'s type, as EncodeError reports it."""
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Atom(str):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ..errors import DecodeError, EncodeError
 from ._terms import Atom, ImproperList
+from ._terms import type_name as _type_name
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -653,14 +654,6 @@ def _encode_int(obj: int) -> bytes:
     if n < 256:
         return bytes((_SMALL_BIG, n, sign)) + digits
     return _pack_tag_u32(_LARGE_BIG, n) + bytes((sign,)) + digits
-
-
-def _type_name(obj: object) -> str:
-    """Return the qualified name of ``obj``'s type, as EncodeError reports it."""
-    cls = type(obj)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _encode_term(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import DecodeError, EncodeError
 from ._terms import Atom, ImproperList
+from ._terms import type_name as _type_name
 from .etf import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE, Opaque
 
 try:
@@ -52,13 +53,6 @@ _NOT_SPECIAL = object()
 # How many times a user ``default`` hook may hand back a value that needs yet
 # another conversion before we call it a loop.
 _MAX_HOOK_ROUNDS = 16
-
-
-def _type_name(obj: object) -> str:
-    cls = type(obj)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def encode(
