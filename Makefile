@@ -7,12 +7,12 @@ PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup elixir lint test-python test-elixir bench clean
+.PHONY: demo test setup bytecode elixir lint test-python test-elixir bench clean
 
-demo: setup elixir
+demo: setup bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
 
-test: setup elixir lint test-python test-elixir
+test: setup bytecode elixir lint test-python test-elixir
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
 	touch $@
+
+# Workers start from bytecode even where PYTHONDONTWRITEBYTECODE is set
+# (compileall only rewrites what changed).
+bytecode: setup
+	$(PY) -m compileall -q snakepit_py examples benchmarks tests/workers >/dev/null
 
 elixir:
 	@command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || { \
@@ -39,9 +44,11 @@ test-elixir: setup elixir
 	cd elixir_harness && mix format --check-formatted && \
 	  MIX_ENV=test mix compile --warnings-as-errors --force && mix test
 
-bench: setup elixir
+bench: setup bytecode elixir
 	taskset -c 0 $(PY) benchmarks/bench_codec.py
 	taskset -c 0 $(PY) benchmarks/bench_port.py
+	taskset -c 0 $(PY) benchmarks/bench_stream.py
+	taskset -c 0 $(PY) benchmarks/bench_grpc.py
 	cd elixir_harness && taskset -c 0 mix run ../benchmarks/bench_beam.exs latency
 	cd elixir_harness && mix run ../benchmarks/bench_beam.exs throughput
 

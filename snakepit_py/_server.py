@@ -181,6 +181,7 @@ class _Readers:
             with state:
                 self._vacant = True
                 self._serial += 1
+                mine = self._serial
                 if self._asleep:
                     self._asleep = False
                     self._wake.release()
@@ -188,8 +189,13 @@ class _Readers:
             with state:
                 taken = not self._vacant
                 self._vacant = False
+                # The vacancy may be another runner's (it vacated while we ran):
+                # its call then never had its deadline armed by a takeover.
+                others = not taken and self._serial != mine
             if taken:
                 return True
+            if others:
+                self.dispatcher.arm_deadlines()
 
 
 def _ignore_signal(_signum: int, _frame: object) -> None:
