@@ -66,7 +66,7 @@ class CallContext:
         "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
         "cancel_reason", "_dispatcher", "_lock", "_cond", "_credit", "_seq",
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
-        "serial", "armed",
+        "serial", "armed", "encode_chunk",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +102,7 @@ class CallContext:
         self._async_wake: asyncio.Event | None = None
         self.serial = 0  # set when the call has a deadline
         self.armed = False  # its deadline is in the timer's heap
+        self.encode_chunk: Any = None  # (seq, data) -> chunk frame, made on the first chunk
 
     # --- what user code uses -------------------------------------------------------------
 

@@ -492,8 +492,11 @@ class Dispatcher:
         """
         if ctx.state == DONE:
             raise CallCancelled(ctx.cancel_reason or "cancelled")
+        encode_chunk = ctx.encode_chunk
+        if encode_chunk is None:
+            encode_chunk = ctx.encode_chunk = self._chunk_encoder(ctx.id)
         try:
-            frame = self.encode((CHUNK, ctx.id, ctx._seq, data))
+            frame = encode_chunk(ctx._seq, data)
         except EncodeError as exc:
             raise ChunkUnencodable(exc) from None
         ctx._seq += 1
@@ -503,6 +506,13 @@ class Dispatcher:
             self._write_soon(frame)
         except OSError:
             pass
+
+    def _chunk_encoder(self, call_id: int) -> Callable[[int, Any], bytes]:
+        make = getattr(self.codec, "chunk_encoder", None)
+        if make is not None:
+            return make(call_id)
+        encode = self.encode
+        return lambda seq, data: encode((CHUNK, call_id, seq, data))
 
     # --- running async calls --------------------------------------------------------------
 

@@ -559,3 +559,16 @@ def test_big_binaries_keep_their_type_whatever_their_first_bytes():
     assert etf.decode(etf.encode(late_error)) == late_error
     early_error = b"\xff" + b"a" * 10000
     assert etf.decode(etf.encode(early_error)) == early_error
+
+
+@pytest.mark.parametrize("call_id", [0, 1, 255, 256, 2**31, 2**70])
+@pytest.mark.parametrize("seq", [0, 1, 255, 256, 70_000, 2**40])
+def test_chunk_encoder_matches_encode(call_id, seq):
+    for data in (b"x" * 16, {"epoch": 1, "loss": 0.5}, None, [1, (2, "three")]):
+        expected = etf.encode((etf.Atom("chunk"), call_id, seq, data))
+        assert etf.chunk_encoder(call_id)(seq, data) == expected
+
+
+def test_chunk_encoder_refuses_what_encode_refuses():
+    with pytest.raises(EncodeError):
+        etf.chunk_encoder(1)(0, object())

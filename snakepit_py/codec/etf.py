@@ -36,6 +36,7 @@ __all__ = [
     "name",
     "encode",
     "decode",
+    "chunk_encoder",
     # term types
     "Atom",
     "ImproperList",
@@ -795,6 +796,39 @@ def encode(
             ``DEFAULT_MAX_DEPTH`` (which includes cycles).
     """
     out = bytearray(b"\x83")
+    _encode_into(obj, out, default)
+    if compressed:
+        if not 1 <= compressed <= 9:
+            raise ValueError(f"compressed must be a zlib level 0-9 or None, got: {compressed!r}")
+        body = memoryview(out)[1:]
+        packed = zlib.compress(body, compressed)
+        if len(packed) + 5 < len(body):
+            return b"\x83" + _pack_tag_u32(_COMPRESSED, len(body)) + packed
+    return bytes(out)
+
+
+def chunk_encoder(call_id: int) -> Callable[[int, Any], bytes]:
+    """Return ``encode_chunk(seq, data)``: the bytes of ``{:chunk, call_id, seq, data}``.
+
+    The part that never changes within a stream (tuple header, the atom, the
+    id) is encoded once; a stream pays only for ``seq`` and ``data``.
+    """
+    prefix = b"\x83h\x04" + encode((Atom("chunk"), call_id))[3:]
+
+    def encode_chunk(seq: int, data: Any) -> bytes:
+        out = bytearray(prefix)
+        if 0 <= seq < 256:
+            out += bytes((97, seq))
+        else:
+            out += _encode_int(seq)
+        _encode_into(data, out, None)
+        return bytes(out)
+
+    return encode_chunk
+
+
+def _encode_into(obj: Any, out: bytearray, default: _Hook) -> None:
+    """Append ``obj``'s encoding to ``out``, turning every failure into EncodeError."""
     try:
         _encode_term(obj, out, DEFAULT_MAX_DEPTH, default)
     except RecursionError:
@@ -806,11 +840,3 @@ def encode(
         raise EncodeError(
             f"value too large for the external term format: {exc}", _type_name(obj)
         ) from None
-    if compressed:
-        if not 1 <= compressed <= 9:
-            raise ValueError(f"compressed must be a zlib level 0-9 or None, got: {compressed!r}")
-        body = memoryview(out)[1:]
-        packed = zlib.compress(body, compressed)
-        if len(packed) + 5 < len(body):
-            return b"\x83" + _pack_tag_u32(_COMPRESSED, len(body)) + packed
-    return bytes(out)
