@@ -15,7 +15,9 @@ import signal
 import sys
 import time
 
-__all__ = ["become_subreaper", "descendants", "kill_descendants"]
+__all__ = ["become_subreaper", "descendants", "kill_descendants", "keep_heap_memory"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -30,6 +32,27 @@ def become_subreaper() -> bool:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
+        return False
+
+
+def keep_heap_memory(mmap_threshold: int = 16 << 20, trim_threshold: int = 32 << 20) -> bool:
+    """Let glibc serve big allocations from the heap and keep freed memory around.
+
+    A worker that decodes and encodes megabyte frames otherwise gets each
+    buffer from a fresh ``mmap`` and pays a page fault per 4 KiB page on every
+    call, which costs more than copying the data. Up to ``trim_threshold``
+    bytes of freed heap stay with the process (RSS does not shrink right
+    back after a big call). Set SNAKEPIT_MALLOC_TUNING=0 to keep glibc's defaults.
+    """
+    if os.environ.get("SNAKEPIT_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
+        return libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1 and ok
+    except (OSError, AttributeError):  # not glibc
         return False
 
 

@@ -252,6 +252,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     # After :ready (ctypes costs start-up time); user code imported before it
     # can only have direct children, which are ours to reap anyway.
     _lifecycle.become_subreaper()
+    _lifecycle.keep_heap_memory()
     dispatcher.warm_up()
     _Readers(reader, codec.decode, dispatcher, peek).start(opts.threads)
     while not done.wait(3600):

@@ -131,3 +131,14 @@ def test_prints_at_import_time_do_not_corrupt_the_stream(tmp_path):
     with FakeSupervisor(str(noisy)) as sup:
         assert sup.call("ok") == "ok"
     assert "import-time noise" in sup.output()
+
+
+def test_heap_tuning_can_be_turned_off():
+    from snakepit_py import _lifecycle
+
+    assert _lifecycle.keep_heap_memory() in (True, False)  # glibc or not: never raises
+    os.environ["SNAKEPIT_MALLOC_TUNING"] = "0"
+    try:
+        assert _lifecycle.keep_heap_memory() is False
+    finally:
+        del os.environ["SNAKEPIT_MALLOC_TUNING"]

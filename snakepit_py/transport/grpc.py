@@ -240,6 +240,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     signal.signal(signal.SIGTERM, lambda *_: worker.drain())
     shown = f"[{host}]" if ":" in host else host
     print(f"SNAKEPIT_READY grpc {shown}:{bound}", flush=True)
+    _lifecycle.keep_heap_memory()
     threading.Thread(target=import_messages, name="snakepit-import", daemon=True).start()
     worker.watch_parent()
     while not worker.done.wait(3600):
