@@ -103,12 +103,14 @@ class FrameWriter:
 
     def write_soon(self, payload: bytes) -> None:
         """Queue one frame; it is written within ``delay`` seconds (or sooner)."""
-        frame = len(payload).to_bytes(4, "big") + payload
+        size = len(payload)
         with self.lock:
             if self.closed:
                 return
-            self._queue.append(frame)
-            self._queued += len(frame)
+            queue = self._queue
+            queue.append(size.to_bytes(4, "big"))  # header and payload joined at flush
+            queue.append(payload)
+            self._queued += size + 4
             if self._queued >= self.batch_bytes:
                 self._flush_locked()
             elif not self._due:
