@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # Workers start from bytecode even where PYTHONDONTWRITEBYTECODE is set
 # (compileall only rewrites what changed).
 bytecode: setup
-	$(PY) -m compileall -q snakepit_py examples benchmarks tests/workers >/dev/null
+	$(PY) -m compileall -q snakepit_py examples benchmarks tests/workers elixir_harness/test/fixtures >/dev/null
 
 elixir:
 	@command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || { \

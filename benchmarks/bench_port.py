@@ -88,8 +88,12 @@ def _round(peer: Peer, frames: list[bytes]) -> float:
     return (time.perf_counter() - t0) / len(frames)
 
 
-def round_trips(rounds: int, n: int, make) -> tuple[float, float]:
-    """Median per-call seconds for (raw, worker), measured in alternating rounds."""
+def round_trips(rounds: int, n: int, make) -> tuple[float, float, float]:
+    """Median per-call seconds for (raw, worker) and the median of the per-round ratios.
+
+    Rounds alternate raw / worker; each ratio compares two neighbouring rounds,
+    which cancels most of this machine's drift from one second to the next.
+    """
     raw, worker = _raw(), _worker()
     frames = [make(i) for i in range(n)]
     raw_t, worker_t = [], []
@@ -102,7 +106,8 @@ def round_trips(rounds: int, n: int, make) -> tuple[float, float]:
     finally:
         raw.close()
         worker.close()
-    return statistics.median(raw_t), statistics.median(worker_t)
+    ratios = [w / r for r, w in zip(raw_t, worker_t, strict=True)]
+    return statistics.median(raw_t), statistics.median(worker_t), statistics.median(ratios)
 
 
 def spawn_times(rounds: int, worker: str) -> tuple[float, float, float]:
@@ -136,8 +141,8 @@ def idle_rss_mb(worker: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     opts = {A("timeout_ms"): 5000}
@@ -161,8 +166,8 @@ def main() -> None:
     rss_async = idle_rss_mb(WORKER)
     result = {
         "small_call_us": {"raw": small[0] * 1e6, "worker": small[1] * 1e6,
-                          "ratio": small[1] / small[0]},
-        "binary_1mib_us": {"raw": big[0] * 1e6, "worker": big[1] * 1e6, "ratio": big[1] / big[0]},
+                          "ratio": small[2]},
+        "binary_1mib_us": {"raw": big[0] * 1e6, "worker": big[1] * 1e6, "ratio": big[2]},
         "spawn_ms": {"python_c_pass": base * 1e3, "raw_echo_first_reply": raw_start * 1e3,
                      "worker_ready": ready * 1e3, "ready_above_python": (ready - base) * 1e3,
                      "async_worker_ready": ready_async * 1e3},
