@@ -15,7 +15,18 @@ import signal
 import sys
 import time
 
-__all__ = ["become_subreaper", "descendants", "kill_descendants", "keep_heap_memory"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = [
+    "become_subreaper",
+    "descendants",
+    "exit_process",
+    "keep_heap_memory",
+    "kill_descendants",
+    "reap",
+]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -88,7 +99,8 @@ def descendants(pid: int | None = None) -> list[int]:
     return found
 
 
-def _reap() -> None:
+def reap() -> None:
+    """Collect every exited child (and re-parented orphan) without waiting."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -108,7 +120,7 @@ def kill_descendants(grace: float = 0.3) -> None:
             pass
     end = time.monotonic() + grace
     while time.monotonic() < end:
-        _reap()
+        reap()
         pids = descendants()
         if not pids:
             return
@@ -118,4 +130,27 @@ def kill_descendants(grace: float = 0.3) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    _reap()
+    reap()
+
+
+def exit_process(aborted: bool) -> NoReturn:
+    """The worker's last steps: ``atexit`` handlers, the descendant sweep, ``os._exit(0)``.
+
+    After end of input (``aborted``) all of it must fit in the one second the
+    protocol allows, so the user's ``atexit`` handlers get 0.3 s; after a clean
+    shutdown they get 2 s. ``os._exit`` because threads stuck in user code
+    must not keep the process alive.
+    """
+    import atexit
+    import threading
+
+    runner = threading.Thread(target=atexit._run_exitfuncs, name="snakepit-atexit", daemon=True)
+    runner.start()
+    runner.join(0.3 if aborted else 2.0)
+    kill_descendants(0.2)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(0)

@@ -14,7 +14,6 @@ thread.
 from __future__ import annotations
 
 import _thread
-import atexit
 import os
 import signal
 import sys
@@ -202,12 +201,6 @@ def _ignore_signal(_signum: int, _frame: object) -> None:
     """A handler that does nothing (see ``serve``)."""
 
 
-def _run_atexit(budget: float) -> None:
-    t = threading.Thread(target=atexit._run_exitfuncs, name="snakepit-atexit", daemon=True)
-    t.start()
-    t.join(budget)
-
-
 def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     """Run a worker over the Port until end of input, ``:shutdown`` or SIGTERM; never returns.
 
@@ -259,13 +252,4 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         pass
     _logging.uninstall()
     writer.closed = True
-    # After end of input the whole exit must fit in 1 s; after a clean shutdown
-    # the user's atexit handlers get longer.
-    _run_atexit(0.3 if dispatcher.aborted else 2.0)
-    _lifecycle.kill_descendants(0.2)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(0)
+    _lifecycle.exit_process(dispatcher.aborted)

@@ -99,20 +99,8 @@ class GrpcSupervisor(FakeSupervisor):
                 self._stdout += line
         self._listening.set()
 
-    def close(self, timeout: float = 5.0) -> int | None:
-        """Close the worker's stdin (its parent is gone) and wait for it to exit."""
-        if self.proc is None:
-            return None
-        self._close_stdin()
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            code = self.proc.wait()
-        self._release()
-        return code
-
-    def _close_stdin(self) -> None:
+    def _end_input(self) -> None:
+        """A gRPC worker sees its parent go as end of its stdin."""
         try:
             if self.proc is not None and self.proc.stdin is not None:
                 self.proc.stdin.close()
@@ -129,7 +117,7 @@ class GrpcSupervisor(FakeSupervisor):
             self._reader.join(5)
         if self.client is not None:
             self.client.close()
-        self._close_stdin()
+        self._end_input()
         if self.proc is not None and self.proc.stdout is not None:
             if self.proc.poll() is not None:
                 self._stdout_reader.join(2)
@@ -137,13 +125,6 @@ class GrpcSupervisor(FakeSupervisor):
         if self._final_output is None:
             self._final_output = self.output()
             self._output.close()
-
-    def kill(self) -> None:
-        """SIGKILL the worker."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_stdin()
 
     def output(self) -> str:
         """Everything the worker wrote to stdout (but the ready line) and stderr so far."""

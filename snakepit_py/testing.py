@@ -267,13 +267,10 @@ class FakeSupervisor:
         return self.proc.pid
 
     def close(self, timeout: float = 5.0) -> int | None:
-        """Close the pipe (end of input) and wait for the worker to exit; returns its exit code."""
+        """End the worker's input and wait for it to exit; returns its exit code."""
         if self.proc is None:
             return None
-        try:
-            os.close(self._out_fd)
-        except OSError:
-            pass
+        self._end_input()
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -281,6 +278,13 @@ class FakeSupervisor:
             code = self.proc.wait()
         self._release()
         return code
+
+    def _end_input(self) -> None:
+        """What the worker sees when its supervisor goes: here, the pipe closes."""
+        try:
+            os.close(self._out_fd)
+        except OSError:
+            pass
 
     def _release(self) -> None:
         self._reader.join(5)
@@ -297,10 +301,7 @@ class FakeSupervisor:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        try:
-            os.close(self._out_fd)
-        except OSError:
-            pass
+        self._end_input()
 
     def output(self) -> str:
         """Everything the worker wrote to stdout and stderr so far."""

@@ -9,6 +9,8 @@ import os
 import signal
 import time
 
+from .._lifecycle import reap
+
 __all__ = ["start_time", "descendants", "ProcessSet"]
 
 
@@ -74,16 +76,16 @@ class ProcessSet:
             _signal(pid, signal.SIGTERM)
         end = time.monotonic() + grace
         while self.alive() and time.monotonic() < end:
-            _reap()
+            reap()
             time.sleep(0.01)
         killed = self.alive()
         for pid in killed:
             _signal(pid, signal.SIGKILL)
         end = time.monotonic() + 1.0
         while self.alive() and time.monotonic() < end:
-            _reap()
+            reap()
             time.sleep(0.01)
-        _reap()
+        reap()
         return killed
 
 
@@ -91,14 +93,4 @@ def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
     except OSError:
-        pass
-
-
-def _reap() -> None:
-    # Ray's processes are our children (or re-parented to us as subreaper):
-    # reap them so they do not linger as zombies.
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
         pass

@@ -9,7 +9,6 @@ Imported only in gRPC mode.
 
 from __future__ import annotations
 
-import atexit
 import hmac
 import os
 import signal
@@ -255,13 +254,4 @@ def _exit(worker: _Server) -> NoReturn:
         session.close()  # after :bye, each Session stream ends
     # Answers already routed still have to leave: give the RPCs a moment.
     worker.server.stop(0.05 if aborted else 1.0).wait(1.5)
-    t = threading.Thread(target=atexit._run_exitfuncs, name="snakepit-atexit", daemon=True)
-    t.start()
-    t.join(0.3 if aborted else 2.0)
-    _lifecycle.kill_descendants(0.2)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(0)
+    _lifecycle.exit_process(aborted)
