@@ -22,8 +22,36 @@ from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current
 from ._registry import Registry
 from ._timers import Deadlines
+from ._wire import (
+    BYE,
+    CHUNK,
+    DESCRIBE,
+    ERROR,
+    EVENT,
+    HEALTH,
+    K_DETAILS,
+    NUMBERS,
+    OK,
+    READY,
+    T_CALL,
+    T_CANCEL,
+    T_CREDIT,
+    T_DESCRIBE,
+    T_HEALTH,
+    T_SHUTDOWN,
+    ChunkUnencodable,
+    atom_keys,
+    check_opts,
+    error_map,
+    format_traceback,
+    int_or_none,
+    short,
+    unencodable_error,
+)
 from .codec import Atom
 from .errors import BadArguments, CallCancelled, EncodeError, MethodNotFound
+
+A = Atom
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -36,32 +64,6 @@ get_ident = threading.get_ident
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
 
-A = Atom
-OK, ERROR, CHUNK, HEALTH, DESCRIBE, EVENT, LOG, BYE, READY = map(
-    A, ("ok", "error", "chunk", "health", "describe", "event", "log", "bye", "ready")
-)
-T_CALL, T_CANCEL, T_CREDIT, T_HEALTH, T_DESCRIBE, T_SHUTDOWN = (
-    "call", "cancel", "credit", "health", "describe", "shutdown",
-)  # fmt: skip
-K_KIND, K_TYPE, K_MESSAGE, K_TRACEBACK, K_DETAILS = map(
-    A, ("kind", "type", "message", "traceback", "details")
-)
-KIND = {
-    k: A(k)
-    for k in (
-        "exception",
-        "unknown_method",
-        "bad_arguments",
-        "timeout",
-        "cancelled",
-        "unencodable",
-        "bad_request",
-        "overloaded",
-        "shutting_down",
-    )  # fmt: skip
-}
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
 # Every dispatcher serving right now (publish/report_loaded reach all of them).
 _active: list[Dispatcher] = []
 _loaded_models: list[Any] = []
@@ -70,38 +72,6 @@ _loaded_models: list[Any] = []
 def active_dispatchers() -> list[Dispatcher]:
     """The dispatchers currently serving in this process."""
     return list(_active)
-
-
-class ChunkUnencodable(Exception):
-    """A chunk the codec cannot carry; ends the call with ``:unencodable``.
-
-    Transports that encode frames themselves (gRPC) raise it from ``write``.
-    """
-
-    def __init__(self, error: EncodeError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def error_map(kind: str, type_: str, message: str, tb: str | None = None, **details: Any) -> dict:
-    """Build a protocol error map (PROTOCOL.md §5)."""
-    return {
-        K_KIND: KIND[kind],
-        K_TYPE: type_,
-        K_MESSAGE: message,
-        K_TRACEBACK: tb,
-        K_DETAILS: {A(k): v for k, v in details.items()},
-    }
-
-
-def _format_tb(exc: BaseException) -> str:
-    """Format an exception with its chained causes, leaving out the runtime's own frames."""
-    import traceback
-
-    tb = exc.__traceback__
-    while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _HERE:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _rss_mb() -> float:
@@ -231,13 +201,13 @@ class Dispatcher:
             if handler is not None:
                 return handler(msg)
         call_id = msg[1] if type(msg) is tuple and len(msg) > 1 and type(msg[1]) is int else None
-        self.bad_request(call_id, f"not a protocol message: {_short(msg)}")
+        self.bad_request(call_id, f"not a protocol message: {short(msg)}")
         return None
 
     def _on_call(self, msg: tuple) -> CallContext | None:
         if len(msg) != 6:
             self.bad_request(
-                _int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}"
+                int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}"
             )
             return None
         _, cid, name, args, kwargs, opts = msg
@@ -253,11 +223,11 @@ class Dispatcher:
             credit = opts.get("credit")
             meta = opts.get("meta")
             if not (
-                (timeout_ms is None or (type(timeout_ms) in _NUMBERS and timeout_ms > 0))
+                (timeout_ms is None or (type(timeout_ms) in NUMBERS and timeout_ms > 0))
                 and (credit is None or (type(credit) is int and credit >= 0))
                 and (meta is None or type(meta) is dict)
             ):
-                self.bad_request(cid, _check_opts(opts) or "bad opts")
+                self.bad_request(cid, check_opts(opts) or "bad opts")
                 return None
         spec = self.registry.methods.get(name)
         if spec is None:
@@ -323,15 +293,15 @@ class Dispatcher:
 
     def _malformed_call(self, cid: Any, name: Any, args: Any, kwargs: Any, opts: Any) -> None:
         if type(cid) is not int or cid < 0:
-            problem, cid = f"call id must be a non-negative integer, got: {_short(cid)}", None
+            problem, cid = f"call id must be a non-negative integer, got: {short(cid)}", None
         elif type(name) is not str:
-            problem = f"method must be a UTF-8 binary, got: {_short(name)}"
+            problem = f"method must be a UTF-8 binary, got: {short(name)}"
         elif type(args) is not list:
-            problem = f"args must be a list, got: {_short(args)}"
+            problem = f"args must be a list, got: {short(args)}"
         elif type(kwargs) is not dict:
-            problem = f"kwargs must be a map, got: {_short(kwargs)}"
+            problem = f"kwargs must be a map, got: {short(kwargs)}"
         else:
-            problem = f"opts must be a map, got: {_short(opts)}"
+            problem = f"opts must be a map, got: {short(opts)}"
         self.bad_request(cid, problem)
 
     def _on_cancel(self, msg: tuple) -> None:
@@ -373,7 +343,7 @@ class Dispatcher:
 
     def describe(self) -> dict:
         """The method catalogue with atom keys, as sent on the wire."""
-        return _atom_keys(self.registry.describe())
+        return atom_keys(self.registry.describe())
 
     def health_report(self) -> dict:
         """The health report (PROTOCOL.md §4), with the user's hook merged in."""
@@ -653,7 +623,7 @@ class Dispatcher:
         try:
             frame = self.encode((OK, ctx.id, result))
         except EncodeError as exc:
-            self._finish_error(ctx, _unencodable(exc, "result"))
+            self._finish_error(ctx, unencodable_error(exc, "result"))
             return
         self._finish(ctx, frame, True)
 
@@ -662,13 +632,13 @@ class Dispatcher:
 
     def _finish_exception(self, ctx: CallContext, exc: BaseException) -> None:
         if isinstance(exc, ChunkUnencodable):
-            self._finish_error(ctx, _unencodable(exc.error, "chunk"))
+            self._finish_error(ctx, unencodable_error(exc.error, "chunk"))
             return
         try:
             message = str(exc)
         except Exception:
             message = f"<unprintable {type(exc).__name__}>"
-        error = error_map("exception", type(exc).__name__, message, _format_tb(exc))
+        error = error_map("exception", type(exc).__name__, message, format_traceback(exc))
         details = getattr(exc, "details", None)
         if isinstance(details, dict):
             # The exception's own data, keys as the user wrote them (binaries, not atoms).
@@ -774,46 +744,6 @@ class SyncPool:
     def _run(self) -> None:
         while True:
             self.dispatcher.run_sync(self._queue.get())
-
-
-def _unencodable(exc: EncodeError, what: str) -> dict:
-    return error_map(
-        "unencodable", "EncodeError", f"the {what} cannot be encoded: {exc}",
-        None, type=exc.value_type or "",
-    )  # fmt: skip
-
-
-_NUMBERS = (int, float)
-
-
-def _check_opts(opts: dict) -> str | None:
-    t = opts.get("timeout_ms")
-    if t is not None and (type(t) not in (int, float) or t <= 0):
-        return f"opts.timeout_ms must be a positive number, got: {_short(t)}"
-    c = opts.get("credit")
-    if c is not None and (type(c) is not int or c < 0):
-        return f"opts.credit must be a non-negative integer, got: {_short(c)}"
-    m = opts.get("meta")
-    if m is not None and type(m) is not dict:
-        return f"opts.meta must be a map, got: {_short(m)}"
-    return None
-
-
-def _int_or_none(v: Any) -> int | None:
-    return v if type(v) is int else None
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _atom_keys(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {A(k) if type(k) is str else k: _atom_keys(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_atom_keys(x) for x in v]
-    return v
 
 
 def set_loaded_models(models: list[Any]) -> None:

@@ -22,7 +22,7 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
-from .._dispatcher import (  # ChunkUnencodable: see StreamRoute.chunk
+from .._wire import (  # ChunkUnencodable: see StreamRoute.chunk
     BYE,
     CHUNK,
     DESCRIBE,

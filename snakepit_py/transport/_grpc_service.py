@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 
-from .._dispatcher import OK, Dispatcher
+from .._dispatcher import Dispatcher
+from .._wire import OK
 from ..codec import Atom
 from ..errors import DecodeError, EncodeError
 from ._grpc_common import ERROR_KEY, SERVICE, STATUS, error_to_proto, request_codec
