@@ -15,7 +15,7 @@ def _spin(n: int) -> int:
 
 
 # ~50 ms of pure-Python CPU on this machine (calibrated by bench_ray.py --calibrate).
-HEAVY_N = 400_000
+HEAVY_N = 460_000
 
 
 @ray_proxy.task

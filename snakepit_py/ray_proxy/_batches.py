@@ -19,7 +19,7 @@ PENDING, RUNNING, COMPLETE, FAILED, CANCELLED = (
     "pending", "running", "complete", "failed", "cancelled",
 )  # fmt: skip
 OK, ERROR, CANCELLED_OUTCOME = "ok", "error", "cancelled"
-BATCH_S = 0.005  # after a first result, how long to gather the ones right behind it
+BATCH_S = 0.02  # after a first result, how long to gather the ones right behind it
 
 
 class Batch:
