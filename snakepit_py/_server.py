@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import _thread
 import os
-import signal
 import sys
 import threading
 import time
@@ -28,6 +27,11 @@ from ._registry import Registry
 from .codec import get_codec
 from .errors import DecodeError
 from .transport.port import FrameReader, FrameTooLarge, FrameWriter, protect_stdio
+
+try:  # the C module: `signal` adds enums on top, and `enum` is not free to import
+    import _signal as signal
+except ImportError:  # pragma: no cover - other interpreters
+    import signal  # type: ignore[no-redef]
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from ._options import add_worker_arguments, fast_parse, options_from_args, split_worker_args
@@ -117,6 +116,8 @@ def _cmd_call(ns: argparse.Namespace, worker_argv: list[str]) -> int:
     timeout_ms = int(ns.timeout * 1000) if ns.timeout else None
     # Ctrl-C must cancel the call, not kill us with a traceback: the worker
     # ignores SIGINT, so we turn it into an exception we handle below.
+    import signal
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with FakeSupervisor(ns.target, worker_args=worker_argv, threads=ns.threads) as sup:
         describe = {m["name"]: m for m in sup.describe()["methods"]}
