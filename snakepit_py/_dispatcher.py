@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import __version__
-from ._context import DONE, QUEUED, RUNNING, CallContext, _current
+from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _set_async_exc
 from ._registry import Registry
 from ._timers import Deadlines
 from ._wire import (
@@ -424,16 +424,18 @@ class Dispatcher:
                 result = spec.fn(*ctx.args, **ctx.kwargs)
                 if spec.is_generator:
                     result = self._drive_generator(ctx, result)
-            finally:
-                ctx._leave_user()
+            except BaseException:
+                ctx._leave_user()  # before anything else: no interrupt while it is handled
+                raise
+            # Still interruptible while the result is encoded: an interrupt landing
+            # here is caught below; _finish leaves user code under the call's lock.
+            self._finish_ok(ctx, result, leave_user=True)
         except CallCancelled:
             ctx._leave_user()
             self._finish_cancelled(ctx)
         except BaseException as exc:
             ctx._leave_user()
             self._finish_exception(ctx, exc)
-        else:
-            self._finish_ok(ctx, result)
         finally:
             _current.reset(token)
 
@@ -601,8 +603,12 @@ class Dispatcher:
 
     # --- terminals ------------------------------------------------------------------------
 
-    def _finish(self, ctx: CallContext, frame: bytes, ok: bool) -> None:
+    def _finish(self, ctx: CallContext, frame: bytes, ok: bool, leave_user: bool = False) -> None:
         with ctx._lock:
+            if leave_user:  # the same as ctx._leave_user(), in this one locked section
+                ctx._in_user = False
+                if ctx._interrupted and ctx._thread_id:
+                    _set_async_exc(ctx._thread_id, None)
             if ctx.state == DONE:
                 return
             ctx.state = DONE
@@ -619,13 +625,15 @@ class Dispatcher:
         except OSError:
             pass
 
-    def _finish_ok(self, ctx: CallContext, result: Any) -> None:
+    def _finish_ok(self, ctx: CallContext, result: Any, leave_user: bool = False) -> None:
         try:
             frame = self.encode((OK, ctx.id, result))
         except EncodeError as exc:
+            if leave_user:
+                ctx._leave_user()
             self._finish_error(ctx, unencodable_error(exc, "result"))
             return
-        self._finish(ctx, frame, True)
+        self._finish(ctx, frame, True, leave_user)
 
     def _finish_error(self, ctx: CallContext, error: dict) -> None:
         self._finish(ctx, self.encode((ERROR, ctx.id, error)), False)

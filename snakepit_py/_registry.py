@@ -126,6 +126,9 @@ def _simple_type(annotation: Any) -> type | None:
     return None
 
 
+_NO_KWARGS: dict[str, Any] = {}  # shared: calls unpack it (**), never mutate it
+
+
 class _Mismatch(Exception):
     pass
 
@@ -296,12 +299,12 @@ class Method:
         fast = self._fast
         if fast is not None and not kwargs and self._fast_min <= len(args) <= len(fast):
             if not self._checks:
-                return tuple(args), {}
+                return tuple(args), _NO_KWARGS
             out = list(args)
             for i, conv in enumerate(fast[: len(args)]):
                 if conv is not None:
                     out[i] = self._check(conv, self._param_name(i), out[i])
-            return tuple(out), {}
+            return tuple(out), _NO_KWARGS
         for key in kwargs:
             if not isinstance(key, str):
                 raise BadArguments(
