@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from contextvars import ContextVar
 
 from .errors import CallCancelled
@@ -234,10 +233,3 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def monotonic_deadline(timeout_ms: float | None) -> float | None:
-    """Turn a relative timeout in ms into a ``time.monotonic()`` deadline."""
-    if timeout_ms is None:
-        return None
-    return time.monotonic() + timeout_ms / 1000.0
