@@ -171,10 +171,14 @@ class CallContext:
         user code, so no interrupt can land in the middle of a frame.
         """
         with self._lock:
+            # Only the call's own thread leaves (and re-enters) user code here; a
+            # helper thread of the user's that sends must not disarm the interrupt.
+            own = self._thread_id == threading.get_ident()
             in_user = self._in_user
-            self._in_user = False
-            if self._interrupted and self._thread_id:
-                _set_async_exc(self._thread_id, None)
+            if own:
+                self._in_user = False
+                if self._interrupted:
+                    _set_async_exc(self._thread_id, None)
             while True:
                 if self.cancel_reason is not None:
                     raise CallCancelled(self.cancel_reason)

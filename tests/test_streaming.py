@@ -173,6 +173,16 @@ def test_cancel_interrupts_a_pure_python_busy_loop(basic):
     assert basic.call("add", 1, 2) == 3  # the slot is free again
 
 
+def test_cancel_interrupts_a_call_whose_helper_thread_keeps_sending(basic):
+    # A user thread pushing chunks must not disarm the interrupt aimed at the call's thread.
+    stream = basic.stream("pushed_from_a_thread", 30)
+    stream.next_chunk(5)
+    t0 = time.monotonic()
+    stream.cancel()
+    assert _drain_error(stream).kind == "cancelled"
+    assert time.monotonic() - t0 < 5
+
+
 def test_cancel_a_queued_call_answers_at_once(basic):
     running = basic.start_call("sleep", 0.5)
     queued = basic.start_call("add", 1, 2)

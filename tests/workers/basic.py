@@ -255,6 +255,33 @@ class Worker:
             call.send({"step": i})
         return "pushed"
 
+    @snakepit.method(streaming=True)
+    def pushed_from_a_thread(self, seconds: float = 30.0) -> str:
+        """A callback thread sends chunks while the call itself spins without checking."""
+        call = snakepit.current_call()
+        stop = []
+
+        def callback():
+            i = 0
+            while not stop:
+                try:
+                    call.send(i)
+                except BaseException:
+                    return
+                i += 1
+                time.sleep(0.001)
+
+        import threading
+
+        t = threading.Thread(target=callback)
+        t.start()
+        try:
+            self.busy(seconds)
+        finally:
+            stop.append(True)
+            t.join()
+        return "finished"
+
     @snakepit.method
     def closed_log(self) -> list:
         return list(self.closed)
