@@ -33,16 +33,20 @@ py =
       into: %{},
       do: {k, elem(Float.parse(v), 0)}
 
-{:ok, _} =
-  Snakepit.Pool.start_link(
-    name: :ray,
-    target: "snakepit_py.ray_proxy",
-    size: 1,
-    start_timeout: 60_000,
-    env: [{"SNAKEPIT_RAY_PROXY_ARGS", "--ray-address local --num-cpus 2 --tasks #{tasks}"}]
-  )
+start_ray = fn ->
+  {:ok, _} =
+    Snakepit.Pool.start_link(
+      name: :ray,
+      target: "snakepit_py.ray_proxy",
+      size: 1,
+      start_timeout: 60_000,
+      worker_args: ["--ray-address", "local", "--num-cpus", "2", "--tasks", tasks]
+    )
 
-{:ok, _} = Snakepit.call(:ray, %{method: "connect"}, timeout: 120_000)
+  {:ok, _} = Snakepit.call(:ray, %{method: "connect"}, timeout: 120_000)
+end
+
+start_ray.()
 
 ray_job = fn task, n ->
   {:ok, %{"status" => "complete"}} =
@@ -87,16 +91,7 @@ end
 pool_times = for {m, n} <- batches, into: %{}, do: {m, median.(fn -> pool_batch.(m, n) end, 5)}
 Snakepit.Pool.stop(:plain)
 
-{:ok, _} =
-  Snakepit.Pool.start_link(
-    name: :ray,
-    target: "snakepit_py.ray_proxy",
-    size: 1,
-    start_timeout: 60_000,
-    env: [{"SNAKEPIT_RAY_PROXY_ARGS", "--ray-address local --num-cpus 2 --tasks #{tasks}"}]
-  )
-
-{:ok, _} = Snakepit.call(:ray, %{method: "connect"}, timeout: 120_000)
+start_ray.()
 ray_times = for {m, n} <- batches, into: %{}, do: {m, median.(fn -> ray_job.(m, n) end, 5)}
 Snakepit.Pool.stop(:ray)
 

@@ -20,7 +20,7 @@ defmodule Snakepit.RayProxyTest do
        target: "snakepit_py.ray_proxy",
        size: 1,
        start_timeout: 60_000,
-       env: [{"SNAKEPIT_RAY_PROXY_ARGS", "--ray-address local --num-cpus 2 --tasks #{@tasks}"}]}
+       worker_args: ["--ray-address", "local", "--num-cpus", "2", "--tasks", @tasks]}
     )
 
     {:ok, health} = Snakepit.call(pool, %{method: "connect"}, timeout: 120_000)

@@ -15,7 +15,7 @@ tasks = Path.expand("../ray_training.py", __DIR__)
     target: "snakepit_py.ray_proxy",
     size: 1,
     start_timeout: 60_000,
-    env: [{"SNAKEPIT_RAY_PROXY_ARGS", "--ray-address local --num-cpus 2 --tasks #{tasks}"}]
+    worker_args: ["--ray-address", "local", "--num-cpus", "2", "--tasks", tasks]
   )
 
 {:ok, _} = Snakepit.call(:ray, %{method: "connect"}, timeout: 120_000)
