@@ -251,7 +251,9 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     _lifecycle.become_subreaper()
     _lifecycle.keep_heap_memory()
     dispatcher.warm_up()
-    _Readers(reader, codec.decode, dispatcher, peek).start(opts.threads)
+    # ETF has a faster road for call envelopes; a codec without one decodes as usual
+    decode = getattr(codec, "decode_message", codec.decode)
+    _Readers(reader, decode, dispatcher, peek).start(opts.threads)
     while not done.wait(3600):
         pass
     _logging.uninstall()

@@ -36,6 +36,7 @@ __all__ = [
     "name",
     "encode",
     "decode",
+    "decode_message",
     "chunk_encoder",
     # term types
     "Atom",
@@ -840,3 +841,7 @@ def _encode_into(obj: Any, out: bytearray, default: _Hook) -> None:
         raise EncodeError(
             f"value too large for the external term format: {exc}", _type_name(obj)
         ) from None
+
+
+# The call-envelope fast path reads this module's decoders, so it comes last.
+from ._etf_message import decode_message  # noqa: E402

@@ -37,33 +37,16 @@ defmodule Snakepit.Call do
 
   @doc "Validates `request` and `opts` into a call map (raises ArgumentError)."
   @spec build!(term(), keyword(), keyword()) :: t()
-  def build!(request, opts, extra \\ []) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected opts to be a keyword list, got: #{inspect(opts)}"
-    end
+  def build!(request, opts, extra \\ [])
 
-    allowed = @call_opts ++ Keyword.get(extra, :allowed, [])
-
-    case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown options #{inspect(bad)}, valid: #{inspect(allowed)}"
-    end
-
-    unless is_map(request) do
-      raise ArgumentError,
-            "expected a request map like %{method: \"name\", args: [...]}, got: #{inspect(request)}"
-    end
-
-    method =
-      case get(request, :method) do
-        m when is_binary(m) and m != "" -> m
-        m when is_atom(m) and m not in [nil, true, false] -> Atom.to_string(m)
-        _ -> raise ArgumentError, "request needs a :method (a string), got: #{inspect(request)}"
-      end
-
+  # Every call goes through here, so the common case (atom keys, no options)
+  # costs a few pattern matches, not a walk over keyword lists.
+  def build!(request, opts, extra) when is_map(request) and is_list(opts) do
+    check_opts!(opts, extra)
+    method = method!(request)
     args = get(request, :args) || []
     kwargs = get(request, :kwargs) || %{}
-    meta = Keyword.get(opts, :meta) || get(request, :meta) || %{}
+    meta = option(opts, :meta) || get(request, :meta) || %{}
 
     unless is_list(args),
       do: raise(ArgumentError, "request :args must be a list, got: #{inspect(args)}")
@@ -73,7 +56,11 @@ defmodule Snakepit.Call do
 
     unless is_map(meta), do: raise(ArgumentError, ":meta must be a map, got: #{inspect(meta)}")
 
-    timeout = Keyword.get(opts, :timeout, Keyword.fetch!(extra, :default_timeout))
+    timeout =
+      case opts do
+        [] -> Keyword.fetch!(extra, :default_timeout)
+        _ -> Keyword.get(opts, :timeout, Keyword.fetch!(extra, :default_timeout))
+      end
 
     unless timeout == :infinity or (is_integer(timeout) and timeout >= 0) do
       raise ArgumentError,
@@ -91,13 +78,52 @@ defmodule Snakepit.Call do
       timeout: timeout,
       stream: false,
       credit: nil,
-      affinity: Keyword.get(opts, :affinity),
+      affinity: option(opts, :affinity),
       pool: nil,
       queued_at: nil
     }
   end
 
-  defp get(map, key), do: Map.get(map, key, Map.get(map, Atom.to_string(key)))
+  def build!(request, opts, extra) do
+    check_opts!(opts, extra)
+
+    raise ArgumentError,
+          "expected a request map like %{method: \"name\", args: [...]}, got: #{inspect(request)}"
+  end
+
+  defp check_opts!([], _extra), do: :ok
+
+  defp check_opts!(opts, extra) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected opts to be a keyword list, got: #{inspect(opts)}"
+    end
+
+    allowed = @call_opts ++ Keyword.get(extra, :allowed, [])
+
+    case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown options #{inspect(bad)}, valid: #{inspect(allowed)}"
+    end
+  end
+
+  defp method!(request) do
+    case get(request, :method) do
+      m when is_binary(m) and m != "" -> m
+      m when is_atom(m) and m not in [nil, true, false] -> Atom.to_string(m)
+      _ -> raise ArgumentError, "request needs a :method (a string), got: #{inspect(request)}"
+    end
+  end
+
+  defp option([], _key), do: nil
+  defp option(opts, key), do: Keyword.get(opts, key)
+
+  # An atom key, else its string form (looked up only when the atom is absent).
+  defp get(map, key) do
+    case map do
+      %{^key => value} -> value
+      _ -> Map.get(map, Atom.to_string(key))
+    end
+  end
 
   @doc "Sends a built call to `target` (pool name or pid, worker pid) and waits for the reply."
   @spec run(atom() | pid(), t()) :: {:ok, term()} | {:error, Error.t()}
