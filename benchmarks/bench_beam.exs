@@ -55,7 +55,7 @@ defmodule Bench do
   def latency(python) do
     {:ok, w} = Snakepit.Worker.start_link(target: @worker_py, python: python)
     raw = open_raw(python)
-    direct = open_direct(python)
+    direct = open_direct(python, @worker_py)
     {:ok, ok_peer} = Snakepit.Worker.start_link(target: "-", python: ok_peer_script(python))
 
     {:ok, _} =
@@ -196,7 +196,7 @@ defmodule Bench do
           Port.command(port, :erlang.term_to_binary(call))
 
           receive do
-            {^port, {:data, bin}} -> :erlang.binary_to_term(bin, [:safe])
+            {^port, {:data, bin}} -> bin |> :erlang.binary_to_term([:safe]) |> answered!()
           end
         end
       end)
@@ -204,14 +204,20 @@ defmodule Bench do
     us / n
   end
 
-  defp open_direct(python) do
+  # The raw echo bounces the call back; a worker answers it. Anything else (an
+  # error reply, say) would time the wrong path.
+  defp answered!({:call, _, _, _, _, _} = call), do: call
+  defp answered!({:ok, _id, _result} = ok), do: ok
+  defp answered!(other), do: raise("unexpected reply #{inspect(other, limit: 10)}")
+
+  defp open_direct(python, target) do
     port =
       Port.open({:spawn_executable, python}, [
         :binary,
         {:packet, 4},
         :exit_status,
         :nouse_stdio,
-        args: ["-m", "snakepit_py", "worker", @start_py]
+        args: ["-m", "snakepit_py", "worker", target]
       ])
 
     receive do
@@ -220,7 +226,7 @@ defmodule Bench do
   end
 
   defp start_direct(python) do
-    {us, port} = :timer.tc(fn -> open_direct(python) end)
+    {us, port} = :timer.tc(fn -> open_direct(python, @start_py) end)
     Port.close(port)
     us
   end

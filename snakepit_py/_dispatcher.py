@@ -117,6 +117,9 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.encode = codec.encode
+        self._encode_ok = getattr(codec, "encode_ok", None) or (
+            lambda call_id, result: codec.encode((OK, call_id, result))
+        )
         self.codec = codec
         self._write = write
         self._write_soon = write_soon or write
@@ -246,22 +249,25 @@ class Dispatcher:
         ctx = CallContext(self, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
         calls = self._calls
         run_now = False
-        with self._lock:
-            if self.draining:
-                refusal = "draining"
-            elif cid in calls:
-                refusal = "duplicate"
-            elif len(calls) >= self.max_inflight:
-                refusal = "overloaded"
-            else:
-                refusal = None
-                calls[cid] = ctx
-                if not spec.is_async:
-                    if self._sync_free > 0:
-                        self._sync_free -= 1
-                        run_now = True
-                    else:
-                        self._sync_queue.append(ctx)
+        # acquire/release, not `with`: this runs for every call, and on CPython
+        # 3.11 a with-block costs twice the pair (nothing here can raise).
+        self._lock.acquire()
+        if self.draining:
+            refusal: str | None = "draining"
+        elif cid in calls:
+            refusal = "duplicate"
+        elif len(calls) >= self.max_inflight:
+            refusal = "overloaded"
+        else:
+            refusal = None
+            calls[cid] = ctx
+            if not spec.is_async:
+                if self._sync_free > 0:
+                    self._sync_free -= 1
+                    run_now = True
+                else:
+                    self._sync_queue.append(ctx)
+        self._lock.release()
         if refusal is not None:
             return self._refuse_call(cid, refusal)
         if deadline is not None:
@@ -390,8 +396,10 @@ class Dispatcher:
 
     def run_sync(self, ctx: CallContext | None) -> None:
         """Run ``ctx`` (a call ``handle`` returned), then queued sync calls, on this thread."""
+        execute, next_sync = self._execute_sync, self._next_sync
         while ctx is not None:
-            ctx = self.run_one(ctx)
+            execute(ctx)
+            ctx = next_sync()
 
     def run_one(self, ctx: CallContext) -> CallContext | None:
         """Run one sync call on this thread; returns the next queued one (its slot kept) or None."""
@@ -399,13 +407,17 @@ class Dispatcher:
         return self._next_sync()
 
     def _next_sync(self) -> CallContext | None:
-        with self._lock:
-            while self._sync_queue:
-                ctx = self._sync_queue.popleft()
-                if ctx.state == QUEUED:
-                    return ctx
-            self._sync_free += 1
-            return None
+        lock = self._lock
+        lock.acquire()  # (see _on_call: nothing here raises)
+        queue = self._sync_queue
+        while queue:
+            ctx = queue.popleft()
+            if ctx.state == QUEUED:
+                lock.release()
+                return ctx
+        self._sync_free += 1
+        lock.release()
+        return None
 
     def _execute_sync(self, ctx: CallContext) -> None:
         token = _current.set(ctx)
@@ -413,14 +425,18 @@ class Dispatcher:
         try:
             try:
                 # Only from here on (inside the try) may an interrupt land in this thread.
-                with ctx._lock:
-                    if ctx.state != QUEUED:
-                        return  # answered already (cancelled while queued)
-                    if ctx.cancel_reason is not None:
-                        raise CallCancelled(ctx.cancel_reason)
-                    ctx.state = RUNNING
-                    ctx._thread_id = get_ident()
-                    ctx._in_user = True
+                lock = ctx._lock
+                lock.acquire()
+                if ctx.state != QUEUED:
+                    lock.release()
+                    return  # answered already (cancelled while queued)
+                if ctx.cancel_reason is not None:
+                    lock.release()
+                    raise CallCancelled(ctx.cancel_reason)
+                ctx.state = RUNNING
+                ctx._thread_id = get_ident()
+                ctx._in_user = True
+                lock.release()
                 result = spec.fn(*ctx.args, **ctx.kwargs)
                 if spec.is_generator:
                     result = self._drive_generator(ctx, result)
@@ -604,7 +620,9 @@ class Dispatcher:
     # --- terminals ------------------------------------------------------------------------
 
     def _finish(self, ctx: CallContext, frame: bytes, ok: bool, leave_user: bool = False) -> None:
-        with ctx._lock:
+        lock = ctx._lock
+        lock.acquire()  # acquire/release rather than `with`: see _on_call
+        try:
             if leave_user:  # the same as ctx._leave_user(), in this one locked section
                 ctx._in_user = False
                 if ctx._interrupted and ctx._thread_id:
@@ -612,14 +630,18 @@ class Dispatcher:
             if ctx.state == DONE:
                 return
             ctx.state = DONE
-        with self._lock:
-            self._calls.pop(ctx.id, None)
-            if ok:
-                self.served += 1
-            else:
-                self.failed += 1
-            if self.draining and not self._calls:
-                self._idle.notify_all()
+        finally:
+            lock.release()
+        lock = self._lock
+        lock.acquire()
+        self._calls.pop(ctx.id, None)
+        if ok:
+            self.served += 1
+        else:
+            self.failed += 1
+        if self.draining and not self._calls:
+            self._idle.notify_all()
+        lock.release()
         try:
             self._write(frame)
         except OSError:
@@ -627,7 +649,7 @@ class Dispatcher:
 
     def _finish_ok(self, ctx: CallContext, result: Any, leave_user: bool = False) -> None:
         try:
-            frame = self.encode((OK, ctx.id, result))
+            frame = self._encode_ok(ctx.id, result)
         except EncodeError as exc:
             if leave_user:
                 ctx._leave_user()

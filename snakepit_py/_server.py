@@ -181,20 +181,24 @@ class _Readers:
             ctx = handle(msg)
             if ctx is None:
                 continue
-            with state:
-                self._vacant = True
-                self._serial += 1
-                mine = self._serial
-                if self._asleep:
-                    self._asleep = False
-                    self._wake.release()
+            # acquire/release rather than `with` (half the cost on CPython 3.11,
+            # twice per call); nothing in between can raise.
+            state.acquire()
+            self._vacant = True
+            self._serial += 1
+            mine = self._serial
+            if self._asleep:
+                self._asleep = False
+                self._wake.release()
+            state.release()
             run_sync(ctx)
-            with state:
-                taken = not self._vacant
-                self._vacant = False
-                # The vacancy may be another runner's (it vacated while we ran):
-                # its call then never had its deadline armed by a takeover.
-                others = not taken and self._serial != mine
+            state.acquire()
+            taken = not self._vacant
+            self._vacant = False
+            # The vacancy may be another runner's (it vacated while we ran):
+            # its call then never had its deadline armed by a takeover.
+            others = not taken and self._serial != mine
+            state.release()
             if taken:
                 return True
             if others:

@@ -37,6 +37,7 @@ __all__ = [
     "encode",
     "decode",
     "decode_message",
+    "encode_ok",
     "chunk_encoder",
     # term types
     "Atom",
@@ -805,6 +806,26 @@ def encode(
         packed = zlib.compress(body, compressed)
         if len(packed) + 5 < len(body):
             return b"\x83" + _pack_tag_u32(_COMPRESSED, len(body)) + packed
+    return bytes(out)
+
+
+_OK_HEAD = b"\x83h\x03" + _SMALL_ATOM_UTF8.to_bytes(1, "big") + b"\x02ok"
+
+
+def encode_ok(call_id: int, result: Any) -> bytes:
+    """Encode ``{:ok, call_id, result}``: ``encode((Atom("ok"), call_id, result))``, but cheaper.
+
+    Every successful call ends with this frame, so its fixed head is written once.
+    """
+    out = bytearray(_OK_HEAD)
+    if type(call_id) is int and 0 <= call_id < 256:
+        out += _SMALL_INTS[call_id]
+    else:
+        _encode_into(call_id, out, None)
+    if type(result) is int and 0 <= result < 256:
+        out += _SMALL_INTS[result]
+    else:
+        _encode_into(result, out, None)
     return bytes(out)
 
 
