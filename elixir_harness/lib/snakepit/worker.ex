@@ -52,6 +52,7 @@ defmodule Snakepit.Worker do
   @default_grace 2_000
   @default_cancel_grace 5_000
   @backoff_max 5_000
+  @max_callers 1_024
 
   @type worker :: pid() | atom()
 
@@ -237,6 +238,8 @@ defmodule Snakepit.Worker do
       next_id: 0,
       calls: %{},
       refs: %{},
+      callers: %{},
+      callers_limit: @max_callers,
       asks: %{},
       backlog: [],
       ready_waiters: [],
@@ -341,10 +344,20 @@ defmodule Snakepit.Worker do
     {:noreply, cancel(ref, state)}
   end
 
-  def handle_info({:DOWN, mon, :process, _pid, _reason}, state) do
-    case state.refs do
-      %{^mon => id} -> {:noreply, cancel_id(id, state)}
-      _ -> {:noreply, state}
+  def handle_info({:DOWN, mon, :process, pid, _reason}, state) do
+    case state.callers do
+      %{^pid => ^mon} ->
+        # A caller died: its calls are cancelled rather than run for nobody.
+        state = %{state | callers: Map.delete(state.callers, pid)}
+
+        {:noreply,
+         Enum.reduce(state.calls, state, fn
+           {id, %{caller: ^pid}}, acc -> cancel_id(id, acc)
+           _, acc -> acc
+         end)}
+
+      _ ->
+        {:noreply, state}
     end
   end
 
@@ -522,15 +535,48 @@ defmodule Snakepit.Worker do
         opts = if timeout_ms, do: Map.put(opts, :timeout_ms, timeout_ms), else: opts
         opts = if call.credit, do: Map.put(opts, :credit, call.credit), else: opts
         send_frame(state, {:call, id, call.method, call.args, call.kwargs, opts})
-        # if the caller dies, the call is cancelled rather than run for nobody
-        mon = Process.monitor(call.caller)
 
         %{
-          state
+          watch(call.caller, state)
           | next_id: id + 1,
-            calls: Map.put(state.calls, id, Map.put(call, :mon, mon)),
-            refs: state.refs |> Map.put(call.ref, id) |> Map.put(mon, id)
+            calls: Map.put(state.calls, id, call),
+            refs: Map.put(state.refs, call.ref, id)
         }
+    end
+  end
+
+  # If a caller dies, its calls are cancelled (see the :DOWN clause). A caller
+  # stays monitored after its call ends: a process that calls again and again
+  # costs one monitor, not a monitor and a demonitor per call. When the watch
+  # list reaches its limit, callers with nothing in flight are let go; the
+  # limit then doubles past what is left, so a flood of live callers costs an
+  # amortised constant per call, never a scan per call.
+  defp watch(pid, %{callers: callers} = state) do
+    case callers do
+      %{^pid => _mon} ->
+        state
+
+      _ when map_size(callers) >= state.callers_limit ->
+        kept = forget_idle_callers(state)
+        limit = max(@max_callers, 2 * map_size(kept))
+        %{state | callers: Map.put(kept, pid, Process.monitor(pid)), callers_limit: limit}
+
+      _ ->
+        %{state | callers: Map.put(callers, pid, Process.monitor(pid))}
+    end
+  end
+
+  defp forget_idle_callers(%{callers: callers, calls: calls}) do
+    busy = for {_id, %{caller: pid}} <- calls, into: MapSet.new(), do: pid
+
+    for {pid, mon} <- callers, reduce: callers do
+      acc ->
+        if MapSet.member?(busy, pid) do
+          acc
+        else
+          Process.demonitor(mon, [:flush])
+          Map.delete(acc, pid)
+        end
     end
   end
 
@@ -547,9 +593,8 @@ defmodule Snakepit.Worker do
         state
 
       {call, calls} ->
-        Process.demonitor(call.mon, [:flush])
         finish_call(call, reply, state)
-        %{state | calls: calls, refs: Map.drop(state.refs, [call.ref, call.mon])}
+        %{state | calls: calls, refs: Map.delete(state.refs, call.ref)}
     end
   end
 
@@ -653,10 +698,7 @@ defmodule Snakepit.Worker do
   # The process died or was killed after :ready: fail everything, restart.
   defp crashed(error, state) do
     # The pool hears :down rather than a checkin per failed call.
-    for {_id, call} <- state.calls do
-      Process.demonitor(call.mon, [:flush])
-      Call.reply(call, {:error, error})
-    end
+    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,

@@ -125,6 +125,67 @@ defmodule Snakepit.WorkerTest do
       assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
     end
 
+    test "a caller that called before and dies mid-call still gets its call cancelled" do
+      w = start_worker()
+      test = self()
+
+      caller =
+        spawn(fn ->
+          {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]})
+          send(test, :first_call_done)
+          Worker.call(w, %{method: "sleep", args: [60]}, timeout: 60_000)
+        end)
+
+      assert_receive :first_call_done, 5_000
+      wait_until(fn -> Worker.info(w).inflight == 1 end)
+      Process.exit(caller, :kill)
+      assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
+    end
+
+    test "callers are watched while alive and let go when they exit or are too many" do
+      w = start_worker()
+      callers = fn -> map_size(:sys.get_state(w).callers) end
+
+      # Given 50 short-lived callers: once they exit, none is watched any more
+      for _ <- 1..50 do
+        task = Task.async(fn -> Worker.call(w, %{method: "add", args: [1, 2]}) end)
+        assert {:ok, 3} = Task.await(task)
+      end
+
+      wait_until(fn -> callers.() == 0 end)
+
+      # Given 1 100 live callers that called one after another: the watch list stays bounded
+      test = self()
+
+      pids =
+        for _ <- 1..1_100 do
+          pid =
+            spawn(fn ->
+              send(test, {self(), Worker.call(w, %{method: "add", args: [1, 2]})})
+
+              receive do
+                :stop -> :ok
+              end
+            end)
+
+          assert_receive {^pid, {:ok, 3}}, 10_000
+          pid
+        end
+
+      assert callers.() <= 1_024
+      Enum.each(pids, &send(&1, :stop))
+      wait_until(fn -> callers.() == 0 end)
+    end
+
+    test "more live callers than the watch limit, all at once, are all answered" do
+      w = start_worker(worker_opts: [max_inflight: 2_000])
+
+      1..1_100
+      |> Enum.map(fn _ -> Task.async(fn -> Worker.call(w, %{method: "add", args: [1, 2]}) end) end)
+      |> Task.await_many(30_000)
+      |> Enum.each(&assert(&1 == {:ok, 3}))
+    end
+
     test "calls sent while Python restarts wait for it" do
       w = start_worker()
 
