@@ -11,14 +11,11 @@ with equal timeouts is almost never: the hot path pays one heap push.
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 __all__ = ["Deadlines"]
-
-heappush = heapq.heappush
 
 Entry = tuple[float, int, int]
 
@@ -39,13 +36,19 @@ class Deadlines:
         self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._limit = 256
+        self._push: Callable[[list[Entry], Entry], None] | None = None  # heapq.heappush
 
     def add(self, when: float, serial: int, call_id: int) -> None:
         """Schedule a deadline at monotonic time ``when``."""
         with self._lock:  # the Condition's own lock: cheaper to enter than the Condition
             heap = self._heap
             earliest = heap[0][0] if heap else None
-            heappush(heap, (when, serial, call_id))
+            push = self._push
+            if push is None:  # heapq on first use: most workers never arm a deadline
+                import heapq
+
+                push = self._push = heapq.heappush
+            push(heap, (when, serial, call_id))
             if len(heap) > self._limit:
                 self._compact()
             if self._thread is None:
@@ -57,12 +60,16 @@ class Deadlines:
                 self._cond.notify()
 
     def _compact(self) -> None:
+        import heapq
+
         heap = list(self._live())
         heapq.heapify(heap)
         self._heap[:] = heap
         self._limit = max(256, 4 * len(heap))
 
     def _run(self) -> None:
+        from heapq import heappop
+
         heap = self._heap
         while True:
             with self._cond:
@@ -72,7 +79,7 @@ class Deadlines:
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
-                _, serial, call_id = heapq.heappop(heap)
+                _, serial, call_id = heappop(heap)
             try:
                 self._fire(serial, call_id)
             except Exception:  # a deadline must never kill the timer thread

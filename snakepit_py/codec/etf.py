@@ -16,9 +16,7 @@ nesting depth, and never inflates a compressed term beyond ``max_size``.
 
 from __future__ import annotations
 
-import math
 import struct
-import zlib
 from codecs import utf_8_decode as _utf_8_decode
 from collections.abc import Callable
 
@@ -548,6 +546,8 @@ def _inflate(data: bytes, max_size: int) -> bytes:
     size = _u32(data, 2)[0]
     if size > max_size:
         raise DecodeError(f"compressed term inflates to {size} bytes, over {max_size}", data, 2)
+    import zlib  # here: a worker that never sees a compressed term never loads it
+
     inflater = zlib.decompressobj()
     try:
         # Ask for one byte more than declared to notice a stream that lies.
@@ -625,6 +625,7 @@ _Hook = "Callable[[Any], Any] | None"
 _SMALL_INTS = [bytes((_SMALL_INTEGER, i)) for i in range(256)]
 _SMALL_TUPLES = [bytes((_SMALL_TUPLE, i)) for i in range(256)]
 _NIL_BYTES = bytes((_NIL,))
+_INFINITIES = (float("inf"), float("-inf"))  # (not math.isfinite: math is a load at start-up)
 _TRUE_BYTES = bytes((_SMALL_ATOM_UTF8, 4)) + b"true"
 _FALSE_BYTES = bytes((_SMALL_ATOM_UTF8, 5)) + b"false"
 _NIL_ATOM_BYTES = bytes((_SMALL_ATOM_UTF8, 3)) + b"nil"
@@ -716,7 +717,7 @@ def _encode_term(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
     elif t is bool:
         out += _TRUE_BYTES if obj else _FALSE_BYTES
     elif t is float:
-        if not math.isfinite(obj):
+        if obj != obj or obj in _INFINITIES:
             raise EncodeError(f"the BEAM has no float {obj!r}", "float")
         out += _pack_tag_f64(_NEW_FLOAT, obj)
     elif t is bytes:
@@ -803,6 +804,8 @@ def encode(
         if not 1 <= compressed <= 9:
             raise ValueError(f"compressed must be a zlib level 0-9 or None, got: {compressed!r}")
         body = memoryview(out)[1:]
+        import zlib
+
         packed = zlib.compress(body, compressed)
         if len(packed) + 5 < len(body):
             return b"\x83" + _pack_tag_u32(_COMPRESSED, len(body)) + packed
