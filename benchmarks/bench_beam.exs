@@ -227,8 +227,16 @@ defmodule Bench do
 
   defp start_direct(python) do
     {us, port} = :timer.tc(fn -> open_direct(python, @start_py) end)
-    Port.close(port)
+    close_and_reap(port)
     us
+  end
+
+  # Port.close returns before the OS process has exited; on a pinned core its
+  # exit would overlap (and slow) the next start measured. Wait for it.
+  defp close_and_reap(port) do
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    Port.close(port)
+    Snakepit.OSProcess.await_exit(os_pid, 2_000)
   end
 
   # Snakepit.Worker always runs `python -m snakepit_py worker TARGET`; this
@@ -270,7 +278,7 @@ defmodule Bench do
         end
       end)
 
-    Port.close(port)
+    close_and_reap(port)
     us
   end
 
