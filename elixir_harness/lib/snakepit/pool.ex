@@ -180,11 +180,15 @@ defmodule Snakepit.Pool do
 
   @impl true
   def handle_info({:"$snakepit_call", call}, state) do
-    call = %{call | pool: state.name, queued_at: System.monotonic_time(:microsecond)}
+    call = %{call | pool: state.name}
 
     case pick(call, state) do
-      nil -> {:noreply, %{state | queue: :queue.in(call, state.queue)}}
-      worker -> {:noreply, dispatch(call, worker, state)}
+      nil ->
+        call = %{call | queued_at: System.monotonic_time(:microsecond)}
+        {:noreply, %{state | queue: :queue.in(call, state.queue)}}
+
+      worker ->
+        {:noreply, dispatch(call, worker, state)}
     end
   end
 
@@ -267,7 +271,7 @@ defmodule Snakepit.Pool do
     state = %{
       state
       | calls: Map.delete(state.calls, call.ref),
-        queue: :queue.in_r(call, state.queue)
+        queue: :queue.in_r(%{call | queued_at: System.monotonic_time(:microsecond)}, state.queue)
     }
 
     {:noreply, serve_all(state)}
@@ -337,14 +341,19 @@ defmodule Snakepit.Pool do
     end
   end
 
+  # One pass, no intermediate lists: this runs for every call.
   defp least_recently_used(workers) do
-    workers
-    |> Enum.filter(fn {_, w} -> w.status == :idle end)
-    |> Enum.min_by(fn {_, w} -> w.last_used end, fn -> nil end)
-    |> case do
-      nil -> nil
-      {pid, _} -> pid
-    end
+    {pid, _} =
+      Enum.reduce(workers, {nil, nil}, fn
+        {pid, %{status: :idle, last_used: used}}, {best, best_used}
+        when best == nil or used < best_used ->
+          {pid, used}
+
+        _, acc ->
+          acc
+      end)
+
+    pid
   end
 
   defp eligible?(%{affinity: nil}, _w, _state), do: true
@@ -358,7 +367,9 @@ defmodule Snakepit.Pool do
 
   defp dispatch(call, pid, state) do
     send(pid, {:"$snakepit_call", call})
-    waited = System.monotonic_time(:microsecond) - call.queued_at
+    # a call dispatched as it arrives never waited (and costs no clock read)
+    waited = if call.queued_at, do: System.monotonic_time(:microsecond) - call.queued_at, else: 0
+
     w = %{state.workers[pid] | status: :busy, call: call, last_used: state.clock + 1}
 
     %{
