@@ -55,6 +55,7 @@ defmodule Bench do
   def latency(python) do
     {:ok, w} = Snakepit.Worker.start_link(target: @worker_py, python: python)
     raw = open_raw(python)
+    codec = open_raw(python, ["--codec"])
     direct = open_direct(python, @worker_py)
     {:ok, ok_peer} = Snakepit.Worker.start_link(target: "-", python: ok_peer_script(python))
 
@@ -64,13 +65,14 @@ defmodule Bench do
     small = 1
     big = :rand.bytes(1024 * 1024)
 
-    [h_small, r_small, p_small, d_small, ok_small] =
+    [h_small, r_small, p_small, d_small, ok_small, c_small] =
       alternate(@rounds, [
         fn -> round_trip_harness(w, small, 2_000) end,
         fn -> round_trip_raw(raw, small, 2_000) end,
         fn -> round_trip_pool(:bench_rt, small, 2_000) end,
         fn -> round_trip_raw(direct, small, 2_000) end,
-        fn -> round_trip_harness(ok_peer, small, 2_000) end
+        fn -> round_trip_harness(ok_peer, small, 2_000) end,
+        fn -> round_trip_raw(codec, small, 2_000) end
       ])
 
     report("small call round trip", h_small, r_small, "us")
@@ -83,6 +85,10 @@ defmodule Bench do
 
     IO.puts(
       "      bare Port to the snakepit worker   #{fmt(d_small)} us (#{ratio(d_small, r_small)}x raw): the Python runtime"
+    )
+
+    IO.puts(
+      "      bare Port to a codec-only loop     #{fmt(c_small)} us (#{ratio(c_small, r_small)}x raw): the ETF codec alone"
     )
 
     IO.puts(
@@ -103,7 +109,7 @@ defmodule Bench do
     )
 
     Enum.each([w, ok_peer], &Snakepit.Worker.stop/1)
-    Enum.each([raw, direct], &Port.close/1)
+    Enum.each([raw, codec, direct], &Port.close/1)
     Snakepit.Pool.stop(:bench_rt)
 
     [h_start, r_start, d_start] =
@@ -138,6 +144,7 @@ defmodule Bench do
       small_rt_ratio: h_small / r_small,
       small_rt_pool_us: p_small,
       small_rt_bare_worker_us: d_small,
+      small_rt_codec_only_us: c_small,
       small_rt_harness_canned_peer_us: ok_small,
       mib_rt_us: h_big,
       mib_rt_raw_us: r_big,
@@ -248,13 +255,13 @@ defmodule Bench do
     path
   end
 
-  defp open_raw(python) do
+  defp open_raw(python, flags \\ []) do
     Port.open({:spawn_executable, python}, [
       :binary,
       {:packet, 4},
       :exit_status,
       :nouse_stdio,
-      args: [@echo_py]
+      args: [@echo_py | flags]
     ])
   end
 

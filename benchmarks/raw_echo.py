@@ -9,6 +9,11 @@ minimal ``{:ready, %{protocol: 1, pid: pid}}`` and answers every
 ``{:call, id, ...}`` with ``{:ok, id, 1}`` from canned bytes, without decoding.
 Run under ``Snakepit.Worker`` (as its ``python:``) it isolates the cost of the
 Elixir harness from the cost of the Python runtime.
+
+With ``--codec`` it decodes every call with snakepit_py's ETF codec and
+answers ``{:ok, id, first_arg}`` encoded by it: a single-threaded loop with
+the codec and nothing else (no dispatcher, no threads). Between the raw echo
+and the worker, it shows how much of a call is the codec.
 """
 
 import io
@@ -40,7 +45,6 @@ def serve_ok():
         + os.getpid().to_bytes(4, "big")
     )
     write_all(memoryview(len(ready).to_bytes(4, "big") + ready))
-    header = bytearray(4)
     while True:
         read_exact(memoryview(header))
         frame = bytearray(int.from_bytes(header, "big"))
@@ -51,10 +55,24 @@ def serve_ok():
         write_all(memoryview(len(reply).to_bytes(4, "big") + reply))
 
 
-if "--ok" in sys.argv:
-    serve_ok()
+def serve_codec():
+    from snakepit_py.codec import etf
+
+    while True:
+        read_exact(memoryview(header))
+        frame = bytearray(int.from_bytes(header, "big"))
+        read_exact(memoryview(frame))
+        call = etf.decode_message(bytes(frame))
+        reply = etf.encode_ok(call[1], call[3][0])
+        write_all(memoryview(len(reply).to_bytes(4, "big") + reply))
+
 
 header = bytearray(4)
+if "--ok" in sys.argv:
+    serve_ok()
+if "--codec" in sys.argv:
+    serve_codec()
+
 while True:
     read_exact(memoryview(header))
     size = int.from_bytes(header, "big")

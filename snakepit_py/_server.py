@@ -108,6 +108,11 @@ class _Readers:
         self._wake.acquire()
         self._standby = _thread.allocate_lock()
         self._eof = False
+        self._first_frame: Callable[[], None] | None = None
+
+    def after_ready(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (once) before the first frame is handled."""
+        self._first_frame = hook
 
     def start(self, threads: int) -> None:
         for i in range(threads + 1):
@@ -173,6 +178,9 @@ class _Readers:
                 self._eof = True
                 self.dispatcher.abort()
                 return False
+            if self._first_frame is not None:
+                self._first_frame()
+                self._first_frame = None
             try:
                 msg = decode(frame)
             except DecodeError as exc:
@@ -203,6 +211,42 @@ class _Readers:
                 return True
             if others:
                 self.dispatcher.arm_deadlines()
+
+
+class _AfterReady:
+    """Set-up that :ready need not wait for, run once: on the first frame, or after a moment.
+
+    Becoming a subreaper and tuning malloc cost a few milliseconds of CPU
+    (ctypes); starting the event loop of a worker with async methods costs
+    more (asyncio). None of it is needed to answer :ready, and while a pool's
+    workers start together on a shared core, each one's set-up would only
+    delay the others. So it runs before the first frame is handled (the
+    subreaper before any call can spawn a process; user code imported before
+    :ready can only have direct children, which are ours to reap anyway), or
+    ``delay`` seconds after :ready if no frame came first, whichever is
+    earlier. The event loop is only ever warmed in the background: an async
+    call that arrives before it starts the loop itself.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, delay: float = 0.2) -> None:
+        self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self._done = False
+        timer = threading.Timer(delay, self._later)
+        timer.daemon = True
+        timer.start()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            _lifecycle.become_subreaper()
+            _lifecycle.keep_heap_memory()
+
+    def _later(self) -> None:
+        self()
+        self._dispatcher.warm_up()
 
 
 def _ignore_signal(_signum: int, _frame: object) -> None:
@@ -250,14 +294,11 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     reader = FrameReader(fd_in, opts.max_frame)
     peek = peek_call_id if opts.codec == "etf" else (lambda _frame: None)
     dispatcher.send_ready()
-    # After :ready (ctypes costs start-up time); user code imported before it
-    # can only have direct children, which are ours to reap anyway.
-    _lifecycle.become_subreaper()
-    _lifecycle.keep_heap_memory()
-    dispatcher.warm_up()
     # ETF has a faster road for call envelopes; a codec without one decodes as usual
     decode = getattr(codec, "decode_message", codec.decode)
-    _Readers(reader, decode, dispatcher, peek).start(opts.threads)
+    readers = _Readers(reader, decode, dispatcher, peek)
+    readers.after_ready(_AfterReady(dispatcher))
+    readers.start(opts.threads)
     while not done.wait(3600):
         pass
     _logging.uninstall()
