@@ -241,8 +241,11 @@ class _AfterReady:
             if self._done:
                 return
             self._done = True
-            _lifecycle.become_subreaper()
-            _lifecycle.keep_heap_memory()
+            try:  # both report failure as False; this guards the reading thread against the rest
+                _lifecycle.become_subreaper()
+                _lifecycle.keep_heap_memory()
+            except Exception:  # pragma: no cover - e.g. an interpreter built without ctypes
+                pass
 
     def _later(self) -> None:
         self()
