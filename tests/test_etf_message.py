@@ -108,3 +108,20 @@ def test_deep_args_hit_the_same_depth_limit() -> None:
     same_outcome(envelope(1, "m", deep, {}, {}, otp25=True))
     same_outcome(envelope(1, "m", [deep], {}, {}, otp25=True))
     same_outcome(envelope(1, "m", [], {}, {"meta": {"k": deep}}, otp25=False))
+
+
+def test_repeated_opts_come_back_as_new_objects_every_time() -> None:
+    # Given the same envelope decoded twice (the second time from the opts cache)
+    data = envelope(1, "m", [], {}, {"meta": {}, "timeout_ms": 5000}, otp25=True)
+    first = etf.decode_message(data)
+    first[5][Atom("meta")]["changed"] = True
+    first[5][Atom("extra")] = 1
+    # Then changing what the first decode returned changes nothing in the second
+    second = etf.decode_message(data)
+    assert_same(second, etf.decode(data))
+    assert second[5] is not first[5]
+    # And opts holding a non-empty map are decoded afresh each time
+    data = envelope(2, "m", [], {}, {"meta": {"k": [1]}}, otp25=False)
+    first = etf.decode_message(data)
+    first[5][Atom("meta")]["k"].append(2)
+    assert_same(etf.decode_message(data), etf.decode(data))

@@ -33,6 +33,11 @@ _MISSING = object()  # an atom cache miss (None is the value of the atom nil)
 _DEPTH = etf.DEFAULT_MAX_DEPTH - 1  # the envelope tuple takes one level
 _CALL = etf.Atom("call")
 
+# Decoded opts by their bytes (see _decode_call); bounded against odd input.
+_opts_seen: dict[bytes, tuple[tuple[tuple[Any, Any], ...], tuple[Any, ...]]] = {}
+_OPTS_MAX = 256
+_IMMUTABLE = frozenset((int, float, str, bytes, bool, type(None), etf.Atom))
+
 # Method names by their bytes: a handful in any worker, bounded against odd input.
 _names: dict[bytes, str] = {}
 _NAMES_MAX = 1024
@@ -94,10 +99,37 @@ def _decode_call(data: bytes, pos: int) -> tuple | None:
         pos += 5
     else:
         kwargs, pos = _DECODERS[data[pos]](data, pos, _DEPTH)
+    # opts is the envelope's last term, and a supervisor sends the same few
+    # opts again and again (the same timeout, an empty meta): seen before,
+    # they are rebuilt from the cache (new dicts every time) instead of decoded.
+    seen = _opts_seen.get(data[pos:])
+    if seen is not None:
+        opts = dict(seen[0])
+        for key in seen[1]:
+            opts[key] = {}
+        return (_CALL, call_id, name, args, kwargs, opts)
+    start = pos
     opts, pos = _decode_opts(data, pos)
     if pos != len(data):
         return None
+    _remember_opts(data[start:], opts)
     return (_CALL, call_id, name, args, kwargs, opts)
+
+
+def _remember_opts(raw: bytes, opts: dict) -> None:
+    """Cache ``opts`` by its bytes when nothing in it could be changed by whoever gets it."""
+    empties = []
+    for key, value in opts.items():
+        kind = type(value)
+        if kind is dict:
+            if value:
+                return
+            empties.append(key)
+        elif kind not in _IMMUTABLE:
+            return
+    if len(_opts_seen) >= _OPTS_MAX:
+        _opts_seen.clear()
+    _opts_seen[raw] = (tuple(opts.items()), tuple(empties))
 
 
 def _decode_opts(data: bytes, pos: int) -> tuple[Any, int]:

@@ -28,13 +28,15 @@ TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._etf_message import decode_message
+
 
 __all__ = [
     # codec
     "name",
     "encode",
     "decode",
-    "decode_message",
+    "decode_message",  # noqa: F822 - provided by __getattr__ below
     "encode_ok",
     "chunk_encoder",
     # term types
@@ -867,5 +869,12 @@ def _encode_into(obj: Any, out: bytearray, default: _Hook) -> None:
         ) from None
 
 
-# The call-envelope fast path reads this module's decoders, so it comes last.
-from ._etf_message import decode_message  # noqa: E402
+def __getattr__(name: str) -> Any:
+    # decode_message lives in _etf_message, which imports this module's
+    # decoders: loaded on first use, so either module can be imported first.
+    if name == "decode_message":
+        from ._etf_message import decode_message
+
+        globals()["decode_message"] = decode_message
+        return decode_message
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
