@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 
 get_ident = threading.get_ident
+_monotonic = time.monotonic
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
 
@@ -116,6 +117,7 @@ class Dispatcher:
         lazy_deadlines: bool = False,
     ) -> None:
         self.registry = registry
+        self._methods = registry.methods
         self.encode = codec.encode
         self._encode_ok = getattr(codec, "encode_ok", None) or (
             lambda call_id, result: codec.encode((OK, call_id, result))
@@ -200,6 +202,8 @@ class Dispatcher:
             sync slot), or None.
         """
         if type(msg) is tuple and msg and type(msg[0]) is Atom:
+            if len(msg) == 6 and msg[0] == "call":  # nearly every frame: skip the table
+                return self._on_call(msg)
             handler = self._handlers.get(msg[0])
             if handler is not None:
                 return handler(msg)
@@ -232,7 +236,7 @@ class Dispatcher:
             ):
                 self.bad_request(cid, check_opts(opts) or "bad opts")
                 return None
-        spec = self.registry.methods.get(name)
+        spec = self._methods.get(name)
         if spec is None:
             exc = MethodNotFound(name, sorted(self.registry.methods))
             return self._refuse(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
@@ -245,7 +249,7 @@ class Dispatcher:
         if spec.timeout is not None:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
-        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        deadline = None if timeout_ms is None else _monotonic() + timeout_ms / 1000.0
         ctx = CallContext(self, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
         calls = self._calls
         run_now = False

@@ -44,9 +44,9 @@ defmodule Snakepit.Call do
   def build!(request, opts, extra) when is_map(request) and is_list(opts) do
     check_opts!(opts, extra)
     method = method!(request)
-    args = get(request, :args) || []
-    kwargs = get(request, :kwargs) || %{}
-    meta = option(opts, :meta) || get(request, :meta) || %{}
+    args = get(request, :args, "args") || []
+    kwargs = get(request, :kwargs, "kwargs") || %{}
+    meta = option(opts, :meta) || get(request, :meta, "meta") || %{}
 
     unless is_list(args),
       do: raise(ArgumentError, "request :args must be a list, got: #{inspect(args)}")
@@ -107,7 +107,7 @@ defmodule Snakepit.Call do
   end
 
   defp method!(request) do
-    case get(request, :method) do
+    case get(request, :method, "method") do
       m when is_binary(m) and m != "" -> m
       m when is_atom(m) and m not in [nil, true, false] -> Atom.to_string(m)
       _ -> raise ArgumentError, "request needs a :method (a string), got: #{inspect(request)}"
@@ -118,10 +118,11 @@ defmodule Snakepit.Call do
   defp option(opts, key), do: Keyword.get(opts, key)
 
   # An atom key, else its string form (looked up only when the atom is absent).
-  defp get(map, key) do
+  defp get(map, key, string_key) do
     case map do
       %{^key => value} -> value
-      _ -> Map.get(map, Atom.to_string(key))
+      %{^string_key => value} -> value
+      _ -> nil
     end
   end
 
@@ -192,5 +193,5 @@ defmodule Snakepit.Call do
   def reply(%{ref: ref}, reply), do: send(ref, {ref, reply})
 
   @doc false
-  def now_ms, do: System.monotonic_time(:millisecond)
+  def now_ms, do: :erlang.monotonic_time(:millisecond)
 end
