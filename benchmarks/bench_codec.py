@@ -93,7 +93,12 @@ def run(repeat: int) -> list[dict[str, Any]]:
         ("encode {:ok, 1, 3}", lambda: etf.encode(ok_tuple), None, TARGET_ENCODE_US),
         ("decode result map (~1 KB)", lambda: etf.decode(result_bytes), None, None),
         ("encode result map (~1 KB)", lambda: etf.encode(result), None, None),
-    ]
+        # What a worker actually runs per call: the envelope's fast path (its
+        # opts seen before) and the terminal frame's.
+        ("decode_message, OTP 25 envelope", lambda: etf.decode_message(ENVELOPE_OTP25), None,
+         TARGET_DECODE_US),
+        ("encode_ok(1, 3)", lambda: etf.encode_ok(1, 3), None, TARGET_ENCODE_US),
+    ]  # fmt: skip
     if erlang_py is not None:
         baseline_tuple = (erlang_py.OtpErlangAtom(b"ok"), 1, 3)
         cases[2] = (
