@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import _thread
 from contextvars import ContextVar
 
 from .errors import CallCancelled
@@ -10,6 +10,7 @@ from .errors import CallCancelled
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
+    import threading
     from typing import Any
 
     from ._dispatcher import Dispatcher
@@ -89,7 +90,7 @@ class CallContext:
         self.state = QUEUED
         self.cancel_reason: str | None = None
         self._dispatcher = dispatcher
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._cond: threading.Condition | None = None
         self._credit = credit
         self._seq = 0
@@ -173,7 +174,7 @@ class CallContext:
         with self._lock:
             # Only the call's own thread leaves (and re-enters) user code here; a
             # helper thread of the user's that sends must not disarm the interrupt.
-            own = self._thread_id == threading.get_ident()
+            own = self._thread_id == _thread.get_ident()
             in_user = self._in_user
             if own:
                 self._in_user = False
@@ -190,6 +191,8 @@ class CallContext:
                         "credit; use `await current_call().asend(chunk)` in async code"
                     )
                 if self._cond is None:
+                    import threading  # only a call that runs out of credit needs it
+
                     self._cond = threading.Condition(self._lock)
                 self._cond.wait()
             self._dispatcher.write_chunk_locked(self, chunk)

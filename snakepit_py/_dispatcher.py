@@ -10,13 +10,12 @@ transport can run them on the thread that read them (leader/followers);
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import os
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from _collections import deque  # collections.deque itself, without importing collections
 
 from . import __version__
 from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _set_async_exc
@@ -57,10 +56,12 @@ TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
     import queue
+    import threading
+    from collections.abc import Callable
     from typing import Any
 
 
-get_ident = threading.get_ident
+get_ident = _thread.get_ident
 _monotonic = time.monotonic
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
@@ -131,8 +132,8 @@ class Dispatcher:
         self.worker_id = worker_id or str(os.getpid())
         self.on_exit = on_exit or (lambda: None)
         self.default_grace_ms = default_grace_ms
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._lock = _thread.allocate_lock()
+        self._idle: threading.Condition | None = None  # made by the first _wait_idle
         self._calls: dict[int, CallContext] = {}
         self._sync_free = threads
         self._sync_queue: deque[CallContext] = deque()
@@ -153,7 +154,7 @@ class Dispatcher:
             T_DESCRIBE: self._on_describe,
             T_SHUTDOWN: self._on_shutdown,
         }
-        self._loop_lock = threading.Lock()
+        self._loop_lock = _thread.allocate_lock()
         _active.append(self)
 
     # --- output ---------------------------------------------------------------------------
@@ -515,6 +516,8 @@ class Dispatcher:
         a worker's start, and sync calls, health and describe need none of it.
         """
         if self.registry.has_async and self._loop is None:
+            import threading
+
             threading.Thread(target=self._ensure_loop, name="snakepit-warm-up", daemon=True).start()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -525,6 +528,7 @@ class Dispatcher:
 
     def _start_loop(self) -> asyncio.AbstractEventLoop:
         import asyncio
+        import threading
 
         loop = asyncio.new_event_loop()
         started = threading.Event()
@@ -643,7 +647,7 @@ class Dispatcher:
             self.served += 1
         else:
             self.failed += 1
-        if self.draining and not self._calls:
+        if self.draining and not self._calls and self._idle is not None:
             self._idle.notify_all()
         lock.release()
         try:
@@ -704,6 +708,8 @@ class Dispatcher:
                 return
             self.draining = True
         grace = (self.default_grace_ms if grace_ms is None else grace_ms) / 1000.0
+        import threading
+
         threading.Thread(target=self._drain, args=(grace,), name="snakepit-drain",
                          daemon=True).start()  # fmt: skip
 
@@ -715,8 +721,12 @@ class Dispatcher:
         self.exit()
 
     def _wait_idle(self, seconds: float) -> bool:
+        import threading  # at shutdown only: `threading` is not free to import at start
+
         end = time.monotonic() + seconds
         with self._lock:
+            if self._idle is None:
+                self._idle = threading.Condition(self._lock)
             while self._calls:
                 left = end - time.monotonic()
                 if left <= 0:
@@ -763,6 +773,7 @@ class SyncPool:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         import queue
+        import threading
 
         self.dispatcher = dispatcher
         self._queue: queue.SimpleQueue[CallContext] = queue.SimpleQueue()

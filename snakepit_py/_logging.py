@@ -9,8 +9,6 @@ import hook), not at start.
 from __future__ import annotations
 
 import sys
-import threading
-from collections.abc import Callable
 
 from ._context import _current
 from .codec import Atom
@@ -18,6 +16,7 @@ from .codec import Atom
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ["install", "uninstall"]
@@ -49,6 +48,7 @@ def _level_atom(levelno: int) -> Atom:
 
 def _attach(send: Callable[[Any], None], level: int) -> None:
     import logging
+    import threading
 
     class FrameLogHandler(logging.Handler):
         """Turns each record into one ``:log`` frame."""

@@ -9,11 +9,11 @@ imports cost a worker several milliseconds of start-up.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 __all__ = [
     "WorkerOptions",

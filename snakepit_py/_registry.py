@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from types import FunctionType, ModuleType
 
 from .errors import BadArguments, MethodNotFound, RegistryError
@@ -19,6 +18,7 @@ except ImportError:  # pragma: no cover - other interpreters
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import inspect
+    from collections.abc import Callable
     from typing import Any
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import _thread
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable
 
 from . import _lifecycle, _logging
 from ._dispatcher import Dispatcher
@@ -35,6 +33,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 
@@ -100,7 +99,7 @@ class _Readers:
         self.decode = decode
         self.dispatcher = dispatcher
         self.peek = peek
-        self._state = threading.Lock()
+        self._state = _thread.allocate_lock()
         self._vacant = False
         self._serial = 0
         self._asleep = False
@@ -115,9 +114,10 @@ class _Readers:
         self._first_frame = hook
 
     def start(self, threads: int) -> None:
+        # Plain _thread threads: a worker that never imports `threading` (the
+        # getting-started one) does not pay for it, here or before :ready.
         for i in range(threads + 1):
-            threading.Thread(target=self._main, args=(i == 0,), name=f"snakepit-reader-{i}",
-                             daemon=True).start()  # fmt: skip
+            _thread.start_new_thread(self._main, (i == 0,))
 
     def _main(self, leading: bool) -> None:
         if leading and not self._lead():
@@ -230,11 +230,9 @@ class _AfterReady:
 
     def __init__(self, dispatcher: Dispatcher, delay: float = 0.2) -> None:
         self._dispatcher = dispatcher
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._done = False
-        timer = threading.Timer(delay, self._later)
-        timer.daemon = True
-        timer.start()
+        _thread.start_new_thread(self._later, (delay,))
 
     def __call__(self) -> None:
         with self._lock:
@@ -247,7 +245,8 @@ class _AfterReady:
             except Exception:  # pragma: no cover - e.g. an interpreter built without ctypes
                 pass
 
-    def _later(self) -> None:
+    def _later(self, delay: float) -> None:
+        time.sleep(delay)
         self()
         self._dispatcher.warm_up()
 
@@ -284,12 +283,20 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     signal.signal(signal.SIGINT, _ignore_signal)
     codec = get_codec(opts.codec)
     writer = FrameWriter(fd_out)
-    done = threading.Event()
+    done = _thread.allocate_lock()  # released once, when the worker should exit
+    done.acquire()
+
+    def exit_soon() -> None:
+        try:
+            done.release()
+        except RuntimeError:  # released already
+            pass
+
     registry = load()
     dispatcher = Dispatcher(
         registry, codec, writer.write,
         threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
-        on_exit=done.set, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
+        on_exit=exit_soon, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
         lazy_deadlines=True,
     )  # fmt: skip
     _logging.install(dispatcher.send, opts.log_level)
@@ -302,7 +309,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     readers = _Readers(reader, decode, dispatcher, peek)
     readers.after_ready(_AfterReady(dispatcher))
     readers.start(opts.threads)
-    while not done.wait(3600):
+    while not done.acquire(timeout=3600):  # (signal handlers run meanwhile)
         pass
     _logging.uninstall()
     writer.closed = True

@@ -11,9 +11,13 @@ with equal timeouts is almost never: the hot path pays one heap push.
 
 from __future__ import annotations
 
-import threading
+import _thread
 import time
-from collections.abc import Callable, Iterable
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Iterable
 
 __all__ = ["Deadlines"]
 
@@ -32,8 +36,10 @@ class Deadlines:
         self._fire = fire
         self._live = live
         self._heap: list[Entry] = []
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._lock = _thread.allocate_lock()
+        # The condition and the timer thread come with the first deadline (most
+        # workers never arm one, and `threading` is not free to import).
+        self._cond: threading.Condition | None = None
         self._thread: threading.Thread | None = None
         self._limit = 256
         self._push: Callable[[list[Entry], Entry], None] | None = None  # heapq.heappush
@@ -52,12 +58,15 @@ class Deadlines:
             if len(heap) > self._limit:
                 self._compact()
             if self._thread is None:
+                import threading
+
+                self._cond = threading.Condition(self._lock)
                 self._thread = threading.Thread(
                     target=self._run, name="snakepit-deadlines", daemon=True
                 )
                 self._thread.start()
             elif earliest is None or when < earliest:
-                self._cond.notify()
+                self._cond.notify()  # type: ignore[union-attr]
 
     def _compact(self) -> None:
         import heapq
@@ -71,13 +80,15 @@ class Deadlines:
         from heapq import heappop
 
         heap = self._heap
+        cond = self._cond
+        assert cond is not None  # made before this thread started
         while True:
-            with self._cond:
+            with cond:
                 while not heap:
-                    self._cond.wait()
+                    cond.wait()
                 delay = heap[0][0] - time.monotonic()
                 if delay > 0:
-                    self._cond.wait(delay)
+                    cond.wait(delay)
                     continue
                 _, serial, call_id = heappop(heap)
             try:

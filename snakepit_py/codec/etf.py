@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import struct
 from codecs import utf_8_decode as _utf_8_decode
-from collections.abc import Callable
 
 from ..errors import DecodeError, EncodeError
 from ._terms import Atom, ImproperList
@@ -26,6 +25,7 @@ from ._terms import type_name as _type_name
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ._etf_message import decode_message

@@ -6,8 +6,12 @@ writer may be shared and serialises whole frames with a lock.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import threading
 
 __all__ = ["FrameReader", "FrameWriter", "FrameTooLarge", "protect_stdio"]
 
@@ -91,14 +95,15 @@ class FrameWriter:
 
     def __init__(self, fd: int, delay: float = 0.0005, batch_bytes: int = 32768) -> None:
         self.fd = fd
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.closed = False
         self.delay = delay
         self.batch_bytes = batch_bytes
         self._queue: list[bytes] = []
         self._queued = 0
         self._due = False
-        self._cond = threading.Condition(self.lock)
+        # made with the first queued frame: only streams need a flusher
+        self._cond: threading.Condition | None = None
         self._flusher: threading.Thread | None = None
 
     def write_soon(self, payload: bytes) -> None:
@@ -116,19 +121,24 @@ class FrameWriter:
             elif not self._due:
                 self._due = True
                 if self._flusher is None:
+                    import threading
+
+                    self._cond = threading.Condition(self.lock)
                     self._flusher = threading.Thread(
                         target=self._flush_loop, name="snakepit-flusher", daemon=True
                     )
                     self._flusher.start()
                 else:
-                    self._cond.notify()
+                    self._cond.notify()  # type: ignore[union-attr]
 
     def _flush_loop(self) -> None:
+        cond = self._cond
+        assert cond is not None  # made before this thread started
         with self.lock:
             while True:
                 while not self._due:
-                    self._cond.wait()
-                self._cond.wait(self.delay)  # let more frames join the batch
+                    cond.wait()
+                cond.wait(self.delay)  # let more frames join the batch
                 self._due = False
                 if self._queue:
                     try:
