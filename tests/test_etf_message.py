@@ -1,4 +1,4 @@
-"""The call-envelope fast path: ``etf.decode_message`` must be ``etf.decode``, for any bytes."""
+"""The fast paths: `decode_message` must be `decode`, `encode_ok` must be `encode`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from test_etf import assert_same, terms, vector
 
 from snakepit_py.codec import etf
 from snakepit_py.codec.etf import Atom
-from snakepit_py.errors import DecodeError
+from snakepit_py.errors import DecodeError, EncodeError
 
 
 def _atom(name: str, otp25: bool) -> bytes:
@@ -125,3 +125,16 @@ def test_repeated_opts_come_back_as_new_objects_every_time() -> None:
     first = etf.decode_message(data)
     first[5][Atom("meta")]["k"].append(2)
     assert_same(etf.decode_message(data), etf.decode(data))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ids, terms)
+def test_encode_ok_is_encode_of_the_ok_tuple(call_id: int, result: Any) -> None:
+    assert etf.encode_ok(call_id, result) == etf.encode((Atom("ok"), call_id, result))
+
+
+def test_encode_ok_refuses_what_encode_refuses() -> None:
+    with pytest.raises(EncodeError):
+        etf.encode_ok(1, object())
+    with pytest.raises(EncodeError):
+        etf.encode_ok(1, float("nan"))
