@@ -138,3 +138,13 @@ def test_encode_ok_refuses_what_encode_refuses() -> None:
         etf.encode_ok(1, object())
     with pytest.raises(EncodeError):
         etf.encode_ok(1, float("nan"))
+
+
+def test_big_opts_are_not_cached() -> None:
+    from snakepit_py.codec import _etf_message
+
+    _etf_message._opts_seen.clear()
+    data = envelope(1, "m", [], {}, {"blob": b"x" * 10_000}, otp25=True)
+    assert_same(etf.decode_message(data), etf.decode(data))
+    assert_same(etf.decode_message(data), etf.decode(data))
+    assert not _etf_message._opts_seen
