@@ -64,17 +64,24 @@ def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return _mark(fn, opts)
 
 
-def _check_options(options: dict[str, Any]) -> _Options:
+def reject_unknown_options(
+    decorator: str, options: dict[str, Any], allowed: tuple[str, ...]
+) -> None:
+    """Raise RegistryError for the first option of ``decorator`` not in ``allowed``, with a hint."""
     for key in options:
-        if key not in _OPTIONS:
+        if key not in allowed:
             import difflib
 
-            close = difflib.get_close_matches(key, _OPTIONS, n=1)
+            close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise RegistryError(
-                f"@method got an unknown option {key!r}{hint}; "
-                f"valid options are: {', '.join(_OPTIONS)}"
+                f"{decorator} got an unknown option {key!r}{hint}; "
+                f"valid options are: {', '.join(allowed)}"
             )
+
+
+def _check_options(options: dict[str, Any]) -> _Options:
+    reject_unknown_options("@method", options, _OPTIONS)
     name = options.get("name")
     if name is not None and (not isinstance(name, str) or not name or name.startswith("_")):
         raise RegistryError(

@@ -6,13 +6,13 @@ its Ray options; the proxy wraps it with ``ray.remote`` on first use.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._registry import reject_unknown_options
 from ..errors import RegistryError
 from .errors import UnknownTask
 
@@ -70,14 +70,7 @@ def public_methods(cls: type) -> list[str]:
 
 
 def _decorator(kind: str, allowed: tuple[str, ...], obj: Any, options: dict[str, Any]) -> Any:
-    for key in options:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RegistryError(
-                f"@ray_proxy.{kind} got an unknown option {key!r}{hint}; "
-                f"valid options are: {', '.join(allowed)}"
-            )
+    reject_unknown_options(f"@ray_proxy.{kind}", options, allowed)
 
     def register(target: Any) -> Any:
         if kind == "task" and (isinstance(target, type) or not callable(target)):
