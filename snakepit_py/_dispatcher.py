@@ -118,7 +118,6 @@ class Dispatcher:
         lazy_deadlines: bool = False,
     ) -> None:
         self.registry = registry
-        self._methods = registry.methods
         self.encode = codec.encode
         self._encode_ok = getattr(codec, "encode_ok", None) or (
             lambda call_id, result: codec.encode((OK, call_id, result))
@@ -237,7 +236,7 @@ class Dispatcher:
             ):
                 self.bad_request(cid, check_opts(opts) or "bad opts")
                 return None
-        spec = self._methods.get(name)
+        spec = self.registry.methods.get(name)
         if spec is None:
             exc = MethodNotFound(name, sorted(self.registry.methods))
             return self._refuse(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)

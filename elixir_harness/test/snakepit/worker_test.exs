@@ -5,6 +5,14 @@ defmodule Snakepit.WorkerTest do
   import Snakepit.TestHelpers
   alias Snakepit.{Error, Worker}
 
+  # Kill `caller` while its `sleep` runs; with threads=1 the next call is only
+  # answered if the sleep was cancelled.
+  defp kill_mid_call_then_call(w, caller) do
+    wait_until(fn -> Worker.info(w).inflight == 1 end)
+    Process.exit(caller, :kill)
+    assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
+  end
+
   defp start_worker(opts \\ []) do
     opts = Keyword.merge([target: test_worker(), worker_id: "solo"], opts)
     start_supervised!({Worker, opts})
@@ -119,10 +127,7 @@ defmodule Snakepit.WorkerTest do
     test "a caller that dies mid-call gets its call cancelled in Python" do
       w = start_worker()
       caller = spawn(fn -> Worker.call(w, %{method: "sleep", args: [60]}, timeout: 60_000) end)
-      wait_until(fn -> Worker.info(w).inflight == 1 end)
-      Process.exit(caller, :kill)
-      # threads=1: this waits behind the sleep unless the sleep was cancelled
-      assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
+      kill_mid_call_then_call(w, caller)
     end
 
     test "a caller that called before and dies mid-call still gets its call cancelled" do
@@ -137,9 +142,7 @@ defmodule Snakepit.WorkerTest do
         end)
 
       assert_receive :first_call_done, 5_000
-      wait_until(fn -> Worker.info(w).inflight == 1 end)
-      Process.exit(caller, :kill)
-      assert {:ok, 3} = Worker.call(w, %{method: "add", args: [1, 2]}, timeout: 20_000)
+      kill_mid_call_then_call(w, caller)
     end
 
     test "callers are watched while alive and let go when they exit or are too many" do
