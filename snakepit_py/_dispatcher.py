@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 
 get_ident = _thread.get_ident
-_monotonic = time.monotonic
 
 __all__ = ["Dispatcher", "SyncPool", "active_dispatchers"]
 
@@ -202,8 +201,6 @@ class Dispatcher:
             sync slot), or None.
         """
         if type(msg) is tuple and msg and type(msg[0]) is Atom:
-            if len(msg) == 6 and msg[0] == "call":  # nearly every frame: skip the table
-                return self._on_call(msg)
             handler = self._handlers.get(msg[0])
             if handler is not None:
                 return handler(msg)
@@ -249,7 +246,7 @@ class Dispatcher:
         if spec.timeout is not None:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
-        deadline = None if timeout_ms is None else _monotonic() + timeout_ms / 1000.0
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
         ctx = CallContext(self, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
         calls = self._calls
         run_now = False
