@@ -39,32 +39,36 @@ def write_all(view):
         view = view[out.write(view) :]
 
 
+def read_frame():
+    read_exact(memoryview(header))
+    frame = bytearray(int.from_bytes(header, "big"))
+    read_exact(memoryview(frame))
+    return frame
+
+
+def write_frame(payload):
+    write_all(memoryview(len(payload).to_bytes(4, "big") + payload))
+
+
 def serve_ok():
     ready = (
         b"\x83h\x02w\x05readyt\x00\x00\x00\x02w\x08protocola\x01w\x03pidb"
         + os.getpid().to_bytes(4, "big")
     )
-    write_all(memoryview(len(ready).to_bytes(4, "big") + ready))
+    write_frame(ready)
     while True:
-        read_exact(memoryview(header))
-        frame = bytearray(int.from_bytes(header, "big"))
-        read_exact(memoryview(frame))
-        # term_to_binary({:call, id, ...}) = 131 'h' 6 'w' 4 "call" <integer>
+        frame = read_frame()
+        # term_to_binary({:call, id, ...}) on OTP 25 = 131 'h' 6 'd' 0 4 "call" <integer>
         size = 2 if frame[10] == 97 else 5  # SMALL_INTEGER_EXT or INTEGER_EXT
-        reply = b"\x83h\x03w\x02ok" + bytes(frame[10 : 10 + size]) + b"a\x01"
-        write_all(memoryview(len(reply).to_bytes(4, "big") + reply))
+        write_frame(b"\x83h\x03w\x02ok" + bytes(frame[10 : 10 + size]) + b"a\x01")
 
 
 def serve_codec():
     from snakepit_py.codec import etf
 
     while True:
-        read_exact(memoryview(header))
-        frame = bytearray(int.from_bytes(header, "big"))
-        read_exact(memoryview(frame))
-        call = etf.decode_message(bytes(frame))
-        reply = etf.encode_ok(call[1], call[3][0])
-        write_all(memoryview(len(reply).to_bytes(4, "big") + reply))
+        call = etf.decode_message(bytes(read_frame()))
+        write_frame(etf.encode_ok(call[1], call[3][0]))
 
 
 header = bytearray(4)
