@@ -16,7 +16,8 @@ test: setup bytecode elixir lint test-python test-elixir
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# (setup.py builds the codec's C accelerator: a change to it reinstalls)
+$(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
@@ -34,8 +35,8 @@ elixir:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-os-mon >/dev/null; }
 
 lint: setup
-	$(PY) -m ruff check snakepit_py tests benchmarks examples priv
-	$(PY) -m ruff format --check snakepit_py tests benchmarks examples priv
+	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv
+	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv
 
 test-python: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

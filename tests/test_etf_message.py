@@ -1,7 +1,12 @@
-"""The fast paths: `decode_message` must be `decode`, `encode_ok` must be `encode`."""
+"""The fast paths: `decode_message` must be `decode`, `encode_ok` must be `encode`.
+
+Both exist twice: in C (``codec._cetf``, what ``etf`` uses when it is built)
+and in pure Python (what it falls back to); every test here runs on both.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -9,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_etf import assert_same, terms, vector
 
-from snakepit_py.codec import etf
+from snakepit_py.codec import _etf_message, etf
 from snakepit_py.codec.etf import Atom
 from snakepit_py.errors import DecodeError, EncodeError
 
@@ -33,16 +38,38 @@ def envelope(call_id: Any, method: Any, args: Any, kwargs: Any, opts: dict[str, 
     return b"\x83" + body
 
 
-def same_outcome(data: bytes) -> None:
+def _c(name: str) -> Any:
+    accelerator = etf._accelerator
+    assert accelerator is not None, (
+        "the C accelerator snakepit_py.codec._cetf is not built (pip install -e . needs a C "
+        "compiler and the Python headers) or SNAKEPIT_PY_PURE is set"
+    )
+    return getattr(accelerator, name)
+
+
+# (a lambda, so that a missing accelerator fails its tests instead of the collection)
+DECODERS = pytest.mark.parametrize(
+    "decode_message",
+    [lambda data: _c("decode_message")(data), _etf_message.decode_message],
+    ids=["c", "python"],
+)
+ENCODERS = pytest.mark.parametrize(
+    "encode_ok",
+    [lambda call_id, result: _c("encode_ok")(call_id, result), etf._python_encode_ok],
+    ids=["c", "python"],
+)
+
+
+def same_outcome(decode_message: Any, data: bytes) -> None:
     """decode_message(data) returns what decode(data) returns, or raises the same error."""
     try:
         expected = etf.decode(data)
     except DecodeError as exc:
         with pytest.raises(DecodeError) as info:
-            etf.decode_message(data)
+            decode_message(data)
         assert str(info.value) == str(exc)
         return
-    assert_same(etf.decode_message(data), expected)
+    assert_same(decode_message(data), expected)
 
 
 _ids = st.one_of(st.integers(0, 255), st.integers(-(2**31), 2**31 - 1), st.integers(2**31, 2**70))
@@ -58,7 +85,8 @@ envelopes = st.builds(
 )  # fmt: skip
 
 
-def test_harness_envelopes_decode_on_the_fast_path() -> None:
+@DECODERS
+def test_harness_envelopes_decode_on_the_fast_path(decode_message: Any) -> None:
     # Given the bytes Snakepit.Worker sends on OTP 25 (atoms as ATOM_EXT, [1] as STRING_EXT)
     data = bytes.fromhex(
         "83680664000463616c6c61076d000000046563686f6b000101740000000074000000026400046d6574"
@@ -66,28 +94,33 @@ def test_harness_envelopes_decode_on_the_fast_path() -> None:
     )
     # Then the fast path gives the general decoder's value
     expected = (Atom("call"), 7, "echo", [1], {}, {Atom("meta"): {}, Atom("timeout_ms"): 5000})
-    assert_same(etf.decode_message(data), expected)
-    assert_same(etf.decode_message(vector("otp25_envelope")), etf.decode(vector("otp25_envelope")))
+    assert_same(decode_message(data), expected)
+    assert_same(decode_message(vector("otp25_envelope")), etf.decode(vector("otp25_envelope")))
 
 
-def test_non_call_frames_and_other_types_take_the_general_road() -> None:
+@DECODERS
+def test_non_call_frames_and_other_types_take_the_general_road(decode_message: Any) -> None:
     for term in [(Atom("health"), 3), (Atom("cancel"), 1), [1, 2], "call"]:
-        assert_same(etf.decode_message(etf.encode(term)), term)
+        assert_same(decode_message(etf.encode(term)), term)
     data = envelope(1, "m", [b"x" * 5000], {}, {}, otp25=True)
-    assert_same(etf.decode_message(bytearray(data)), etf.decode(data))
+    assert_same(decode_message(bytearray(data)), etf.decode(data))
     with pytest.raises(DecodeError):
-        etf.decode_message(b"")
+        decode_message(b"")
 
 
+@DECODERS
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes)
-def test_fast_path_equals_decode_property(data: bytes) -> None:
-    same_outcome(data)
+def test_fast_path_equals_decode_property(decode_message: Any, data: bytes) -> None:
+    same_outcome(decode_message, data)
 
 
+@DECODERS
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes, st.data())
-def test_damaged_envelopes_fail_exactly_as_decode_does(data: bytes, draw: st.DataObject) -> None:
+def test_damaged_envelopes_fail_exactly_as_decode_does(
+    decode_message: Any, data: bytes, draw: st.DataObject
+) -> None:
     # Given an envelope cut short, or with one byte changed, or with bytes added
     how = draw.draw(st.sampled_from(["cut", "flip", "extend"]))
     if how == "cut":
@@ -98,53 +131,112 @@ def test_damaged_envelopes_fail_exactly_as_decode_does(data: bytes, draw: st.Dat
     else:
         damaged = data + draw.draw(st.binary(min_size=1, max_size=4))
     # Then the fast path decodes it, or refuses it, exactly as decode does
-    same_outcome(damaged)
+    same_outcome(decode_message, damaged)
 
 
-def test_deep_args_hit_the_same_depth_limit() -> None:
+@DECODERS
+def test_deep_args_hit_the_same_depth_limit(decode_message: Any) -> None:
     deep: Any = []
     for _ in range(etf.DEFAULT_MAX_DEPTH - 2):
         deep = [deep]
-    same_outcome(envelope(1, "m", deep, {}, {}, otp25=True))
-    same_outcome(envelope(1, "m", [deep], {}, {}, otp25=True))
-    same_outcome(envelope(1, "m", [], {}, {"meta": {"k": deep}}, otp25=False))
+    same_outcome(decode_message, envelope(1, "m", deep, {}, {}, otp25=True))
+    same_outcome(decode_message, envelope(1, "m", [deep], {}, {}, otp25=True))
+    same_outcome(decode_message, envelope(1, "m", [], {}, {"meta": {"k": deep}}, otp25=False))
 
 
-def test_repeated_opts_come_back_as_new_objects_every_time() -> None:
+@DECODERS
+def test_repeated_opts_come_back_as_new_objects_every_time(decode_message: Any) -> None:
     # Given the same envelope decoded twice (the second time from the opts cache)
     data = envelope(1, "m", [], {}, {"meta": {}, "timeout_ms": 5000}, otp25=True)
-    first = etf.decode_message(data)
+    first = decode_message(data)
     first[5][Atom("meta")]["changed"] = True
     first[5][Atom("extra")] = 1
     # Then changing what the first decode returned changes nothing in the second
-    second = etf.decode_message(data)
+    second = decode_message(data)
     assert_same(second, etf.decode(data))
     assert second[5] is not first[5]
     # And opts holding a non-empty map are decoded afresh each time
     data = envelope(2, "m", [], {}, {"meta": {"k": [1]}}, otp25=False)
-    first = etf.decode_message(data)
+    first = decode_message(data)
     first[5][Atom("meta")]["k"].append(2)
-    assert_same(etf.decode_message(data), etf.decode(data))
+    assert_same(decode_message(data), etf.decode(data))
 
 
+@ENCODERS
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_ids, terms)
-def test_encode_ok_is_encode_of_the_ok_tuple(call_id: int, result: Any) -> None:
-    assert etf.encode_ok(call_id, result) == etf.encode((Atom("ok"), call_id, result))
+def test_encode_ok_is_encode_of_the_ok_tuple(encode_ok: Any, call_id: int, result: Any) -> None:
+    assert encode_ok(call_id, result) == etf.encode((Atom("ok"), call_id, result))
 
 
-def test_encode_ok_refuses_what_encode_refuses() -> None:
+@ENCODERS
+def test_encode_ok_refuses_what_encode_refuses(encode_ok: Any) -> None:
     with pytest.raises(EncodeError):
-        etf.encode_ok(1, object())
+        encode_ok(1, object())
     with pytest.raises(EncodeError):
-        etf.encode_ok(1, float("nan"))
+        encode_ok(1, float("nan"))
 
 
-def test_big_opts_are_not_cached() -> None:
+@DECODERS
+def test_big_opts_are_not_cached(decode_message: Any) -> None:
     from snakepit_py.codec import _etf_message
 
     _etf_message._opts_seen.clear()
     data = envelope(1, "m", [], {}, {"blob": b"x" * 10_000}, otp25=True)
-    assert_same(etf.decode_message(data), etf.decode(data))
-    assert_same(etf.decode_message(data), etf.decode(data))
+    assert_same(decode_message(data), etf.decode(data))
+    assert_same(decode_message(data), etf.decode(data))
     assert not _etf_message._opts_seen
+
+
+@DECODERS
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([b"\x83h\x06d\x00\x04call", b"\x83h\x06w\x04call"]), st.binary(max_size=64))
+def test_any_bytes_after_a_call_head_fail_exactly_as_decode_does(
+    decode_message: Any, head: bytes, rest: bytes
+) -> None:
+    same_outcome(decode_message, head + rest)
+
+
+@ENCODERS
+def test_encode_ok_on_what_the_shortcut_leaves_to_python(encode_ok: Any) -> None:
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 300
+
+    deep: Any = [1]
+    for _ in range(100):  # deeper than the C walk goes
+        deep = [deep, {"k": (deep,)}] if len(str(deep)) < 2000 else [deep]
+    for result in [
+        deep,
+        {Colour.RED: Colour.RED, Atom("a" * 200): "é" * 300},
+        [2**63, -(2**63), 2**64, -(2**200), 2**31, -(2**31) - 1],
+        (1,) * 300,
+        "x" * 70_000,
+        bytearray(b"ab"),
+        etf.ImproperList([1], 2),
+    ]:
+        assert encode_ok(7, result) == etf.encode((Atom("ok"), 7, result))
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for bad in [cyclic, "\ud800", Atom("\ud800"), Atom("a" * 256), float("inf")]:
+        with pytest.raises(EncodeError):
+            encode_ok(1, bad)
+
+
+def test_the_c_accelerator_is_what_etf_uses_unless_turned_off() -> None:
+    import subprocess
+    import sys
+
+    assert etf.decode_message is _c("decode_message")
+    assert etf.encode_ok is _c("encode_ok")
+    probe = (
+        "from snakepit_py.codec import etf, _etf_message;"
+        "print(etf._accelerator, etf.decode_message is _etf_message.decode_message)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "SNAKEPIT_PY_PURE": "1"},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.split() == ["None", "True"]

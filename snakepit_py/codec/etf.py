@@ -869,9 +869,43 @@ def _encode_into(obj: Any, out: bytearray, default: _Hook) -> None:
         ) from None
 
 
+def _python_decode_message(data: bytes) -> Any:
+    """The pure-Python ``decode_message``: what the C shortcut hands the rest to."""
+    from ._etf_message import decode_message
+
+    return decode_message(data)
+
+
+_python_encode_ok = encode_ok
+
+
+def _load_accelerator() -> Any:
+    """The C shortcuts (``_cetf``), configured; None if not built or ``SNAKEPIT_PY_PURE`` is set."""
+    import os
+
+    if os.environ.get("SNAKEPIT_PY_PURE"):
+        return None
+    try:
+        from . import _cetf  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _cetf.configure(
+        Atom, Atom("call"), _utf8_atoms, _latin1_atoms, _python_decode_message, _python_encode_ok
+    )
+    return _cetf
+
+
+_accelerator = _load_accelerator()
+if _accelerator is not None:
+    # The same answers (a property test holds both to it), in C for the common terms.
+    encode_ok = _accelerator.encode_ok  # noqa: F811
+    decode_message = _accelerator.decode_message
+
+
 def __getattr__(name: str) -> Any:
-    # decode_message lives in _etf_message, which imports this module's
-    # decoders: loaded on first use, so either module can be imported first.
+    # Without the C shortcuts, decode_message lives in _etf_message, which
+    # imports this module's decoders: loaded on first use, so either module
+    # can be imported first.
     if name == "decode_message":
         from ._etf_message import decode_message
 

@@ -1,0 +1,491 @@
+/* The optional C accelerator of the ETF codec: the two frames a worker
+ * handles on every call, the call envelope it reads and the {:ok, id, result}
+ * it writes.
+ *
+ * It is a shortcut, never a judge. Each function handles a common subset of
+ * terms (small and 32-bit integers, floats, binaries, atoms the Python
+ * decoder has already cached, proper lists, small tuples, maps, charlists)
+ * and hands everything else to the pure-Python function it was configured
+ * with (`configure`): any other tag, anything deeper than MAX_DEPTH, bigger
+ * than MAX_FRAME, truncated, trailing or odd in any way. So whatever the
+ * input, the answer -- the value, or the DecodeError / EncodeError -- is the
+ * one the Python codec gives; the tests hold both to that on random and
+ * damaged input. Every read is checked against the bytes that remain first.
+ *
+ * No user code runs while a value is encoded: only exact builtin types are
+ * walked (no __hash__, __eq__ or __iter__ of a subclass is ever called).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 64        /* deeper terms go to Python (whose limit is 512) */
+#define MAX_FRAME 65536     /* bigger frames go to Python: copying dominates them */
+#define MAX_BINARY 4096     /* so do bigger binaries (Python checks a prefix first) */
+
+/* Set by configure(); strong references held for the life of the process. */
+static PyObject *atom_type;    /* snakepit_py.codec.Atom */
+static PyObject *call_atom;    /* Atom("call") */
+static PyObject *utf8_atoms;   /* the Python decoder's atom caches: bytes -> value */
+static PyObject *latin1_atoms;
+static PyObject *py_decode;    /* the pure-Python decode_message */
+static PyObject *py_encode_ok; /* the pure-Python encode_ok */
+
+/* ------------------------------------------------------------------ decode */
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t pos, len;
+} Reader;
+
+static inline int has(const Reader *r, Py_ssize_t n) { return n >= 0 && r->len - r->pos >= n; }
+
+static inline uint32_t be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
+
+static inline uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* NULL means "not here": the caller clears any error and falls back. */
+static PyObject *dec(Reader *r, int depth);
+
+static PyObject *dec_cached_atom(Reader *r, Py_ssize_t n, PyObject *cache) {
+    if (!has(r, n)) return NULL;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)r->p + r->pos, n);
+    if (key == NULL) return NULL;
+    PyObject *value = PyDict_GetItemWithError(cache, key); /* borrowed */
+    Py_DECREF(key);
+    if (value == NULL) return NULL; /* not cached yet: Python decodes, checks and caches it */
+    r->pos += n;
+    Py_INCREF(value);
+    return value;
+}
+
+static PyObject *dec_binary(Reader *r) {
+    if (!has(r, 4)) return NULL;
+    uint32_t n = be32(r->p + r->pos);
+    r->pos += 4;
+    if (n > MAX_BINARY || !has(r, n)) return NULL;
+    const char *s = (const char *)r->p + r->pos;
+    PyObject *v = PyUnicode_DecodeUTF8(s, n, "strict");
+    if (v == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return NULL;
+        PyErr_Clear();
+        v = PyBytes_FromStringAndSize(s, n); /* not UTF-8: the binary stays bytes */
+    }
+    if (v != NULL) r->pos += n;
+    return v;
+}
+
+static PyObject *dec_list(Reader *r, int depth) {
+    if (!has(r, 4)) return NULL;
+    uint32_t n = be32(r->p + r->pos);
+    r->pos += 4;
+    if ((Py_ssize_t)n >= r->len - r->pos) return NULL; /* each element and the tail take a byte */
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *item = dec(r, depth);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    if (!has(r, 1) || r->p[r->pos] != 106) { /* an improper list: Python builds it */
+        Py_DECREF(list);
+        return NULL;
+    }
+    r->pos += 1;
+    return list;
+}
+
+static PyObject *dec_string(Reader *r) {
+    if (!has(r, 2)) return NULL;
+    uint32_t n = be16(r->p + r->pos);
+    r->pos += 2;
+    if (!has(r, n)) return NULL;
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *item = PyLong_FromLong(r->p[r->pos + i]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    r->pos += n;
+    return list;
+}
+
+static PyObject *dec_tuple(Reader *r, Py_ssize_t n, int depth) {
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = dec(r, depth);
+        if (item == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, item);
+    }
+    return tuple;
+}
+
+static PyObject *dec_map(Reader *r, int depth) {
+    if (!has(r, 4)) return NULL;
+    uint32_t n = be32(r->p + r->pos);
+    r->pos += 4;
+    if ((Py_ssize_t)n > (r->len - r->pos) / 2) return NULL; /* each key and value take a byte */
+    PyObject *map = PyDict_New();
+    if (map == NULL) return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *key = dec(r, depth);
+        if (key == NULL) goto fail;
+        PyObject *value = dec(r, depth);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        /* An unhashable key (a list, a map) fails here: Python reports it. */
+        int bad = PyDict_SetItem(map, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (bad) goto fail;
+    }
+    return map;
+fail:
+    Py_DECREF(map);
+    return NULL;
+}
+
+static PyObject *dec(Reader *r, int depth) {
+    if (!has(r, 1)) return NULL;
+    unsigned char tag = r->p[r->pos++];
+    switch (tag) {
+    case 97: /* SMALL_INTEGER_EXT */
+        if (!has(r, 1)) return NULL;
+        return PyLong_FromLong(r->p[r->pos++]);
+    case 98: { /* INTEGER_EXT */
+        if (!has(r, 4)) return NULL;
+        int32_t v = (int32_t)be32(r->p + r->pos);
+        r->pos += 4;
+        return PyLong_FromLong(v);
+    }
+    case 70: { /* NEW_FLOAT_EXT: an IEEE 754 double, big-endian */
+        if (!has(r, 8)) return NULL;
+        uint64_t bits = ((uint64_t)be32(r->p + r->pos) << 32) | be32(r->p + r->pos + 4);
+        double d;
+        memcpy(&d, &bits, sizeof d);
+        r->pos += 8;
+        return PyFloat_FromDouble(d);
+    }
+    case 119: /* SMALL_ATOM_UTF8_EXT */
+        if (!has(r, 1)) return NULL;
+        r->pos += 1;
+        return dec_cached_atom(r, r->p[r->pos - 1], utf8_atoms);
+    case 100: /* ATOM_EXT (latin-1, at most 255 bytes) */
+        if (!has(r, 2) || r->p[r->pos] != 0) return NULL;
+        r->pos += 2;
+        return dec_cached_atom(r, r->p[r->pos - 1], latin1_atoms);
+    case 118: /* ATOM_UTF8_EXT */
+        if (!has(r, 2)) return NULL;
+        r->pos += 2;
+        return dec_cached_atom(r, be16(r->p + r->pos - 2), utf8_atoms);
+    case 115: /* SMALL_ATOM_EXT */
+        if (!has(r, 1)) return NULL;
+        r->pos += 1;
+        return dec_cached_atom(r, r->p[r->pos - 1], latin1_atoms);
+    case 109: /* BINARY_EXT */
+        return dec_binary(r);
+    case 106: /* NIL_EXT */
+        return PyList_New(0);
+    case 107: /* STRING_EXT: a charlist */
+        return dec_string(r);
+    case 108: /* LIST_EXT */
+        if (depth <= 0) return NULL;
+        return dec_list(r, depth - 1);
+    case 104: /* SMALL_TUPLE_EXT */
+        if (depth <= 0 || !has(r, 1)) return NULL;
+        r->pos += 1;
+        if (r->p[r->pos - 1] > r->len - r->pos) return NULL;
+        return dec_tuple(r, r->p[r->pos - 1], depth - 1);
+    case 116: /* MAP_EXT */
+        if (depth <= 0) return NULL;
+        return dec_map(r, depth - 1);
+    default: /* big integers, old floats, opaque terms, bad tags: Python's */
+        return NULL;
+    }
+}
+
+/* term_to_binary({:call, ...}): OTP 25 writes ATOM_EXT, OTP 26 SMALL_ATOM_UTF8_EXT */
+static const char HEAD_OTP25[] = "\x83h\x06" "d\x00\x04" "call";
+static const char HEAD_OTP26[] = "\x83h\x06" "w\x04" "call";
+
+static PyObject *decode_call(PyObject *data) {
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(data), 0, PyBytes_GET_SIZE(data)};
+    if (r.len > MAX_FRAME) return NULL;
+    if (r.len >= 10 && memcmp(r.p, HEAD_OTP25, 10) == 0) {
+        r.pos = 10;
+    } else if (r.len >= 9 && memcmp(r.p, HEAD_OTP26, 9) == 0) {
+        r.pos = 9;
+    } else {
+        return NULL;
+    }
+    if (!has(&r, 1) || (r.p[r.pos] != 97 && r.p[r.pos] != 98)) return NULL;
+    PyObject *items[5] = {NULL, NULL, NULL, NULL, NULL};
+    items[0] = dec(&r, 0); /* the id */
+    if (items[0] == NULL || !has(&r, 1) || r.p[r.pos] != 109) goto fail;
+    items[1] = dec(&r, 0); /* the method: a str, else Python explains */
+    if (items[1] == NULL || !PyUnicode_CheckExact(items[1])) goto fail;
+    for (int i = 2; i < 5; i++) { /* args, kwargs, opts */
+        items[i] = dec(&r, MAX_DEPTH);
+        if (items[i] == NULL) goto fail;
+    }
+    if (r.pos != r.len) goto fail;
+    PyObject *call = PyTuple_New(6);
+    if (call == NULL) goto fail;
+    Py_INCREF(call_atom);
+    PyTuple_SET_ITEM(call, 0, call_atom);
+    for (int i = 0; i < 5; i++) PyTuple_SET_ITEM(call, i + 1, items[i]);
+    return call;
+fail:
+    for (int i = 0; i < 5; i++) Py_XDECREF(items[i]);
+    return NULL;
+}
+
+static PyObject *decode_message(PyObject *self, PyObject *data) {
+    (void)self;
+    if (py_decode == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cetf is not configured");
+        return NULL;
+    }
+    if (PyBytes_CheckExact(data)) {
+        PyObject *call = decode_call(data);
+        if (call != NULL) return call;
+        PyErr_Clear();
+    }
+    return PyObject_CallOneArg(py_decode, data);
+}
+
+/* ------------------------------------------------------------------ encode */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char small[256];
+} Out;
+
+static int grow(Out *o, Py_ssize_t n) {
+    Py_ssize_t cap = o->cap;
+    while (cap - o->len < n) {
+        if (cap > PY_SSIZE_T_MAX / 2) return -1;
+        cap *= 2;
+    }
+    char *buf = o->buf == o->small ? PyMem_Malloc(cap) : PyMem_Realloc(o->buf, cap);
+    if (buf == NULL) return -1;
+    if (o->buf == o->small) memcpy(buf, o->small, o->len);
+    o->buf = buf;
+    o->cap = cap;
+    return 0;
+}
+
+static inline int put(Out *o, const void *src, Py_ssize_t n) {
+    if (o->cap - o->len < n && grow(o, n)) return -1;
+    memcpy(o->buf + o->len, src, n);
+    o->len += n;
+    return 0;
+}
+
+static inline int put_tag32(Out *o, unsigned char tag, uint32_t n) {
+    unsigned char b[5] = {tag, n >> 24, n >> 16, n >> 8, n};
+    return put(o, b, 5);
+}
+
+static int enc(Out *o, PyObject *v, int depth);
+
+static int enc_int(Out *o, PyObject *v) {
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) return -1; /* beyond 64 bits: Python's */
+    if (x >= 0 && x < 256) {
+        unsigned char b[2] = {97, (unsigned char)x};
+        return put(o, b, 2);
+    }
+    if (x >= INT32_MIN && x <= INT32_MAX) return put_tag32(o, 98, (uint32_t)(int32_t)x);
+    /* SMALL_BIG_EXT: byte count, sign, magnitude little-endian */
+    uint64_t mag = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
+    unsigned char b[11] = {110, 0, x < 0};
+    int n = 0;
+    while (mag) {
+        b[3 + n++] = mag & 0xff;
+        mag >>= 8;
+    }
+    b[1] = (unsigned char)n;
+    return put(o, b, 3 + n);
+}
+
+static int enc_utf8(Out *o, PyObject *s, int atom) {
+    Py_ssize_t n;
+    const char *utf8;
+    PyObject *copy = NULL;
+    if (PyUnicode_IS_ASCII(s)) {
+        utf8 = (const char *)PyUnicode_DATA(s);
+        n = PyUnicode_GET_LENGTH(s);
+    } else {
+        /* a new bytes object: no UTF-8 copy left cached inside the user's str */
+        copy = PyUnicode_AsUTF8String(s); /* fails on lone surrogates: Python's */
+        if (copy == NULL) return -1;
+        utf8 = PyBytes_AS_STRING(copy);
+        n = PyBytes_GET_SIZE(copy);
+    }
+    int bad;
+    if (atom) {
+        unsigned char b[3];
+        if (PyUnicode_GET_LENGTH(s) > 255) {
+            bad = -1; /* Python raises EncodeError for it */
+        } else if (n < 256) {
+            b[0] = 119, b[1] = (unsigned char)n;
+            bad = put(o, b, 2) || put(o, utf8, n);
+        } else {
+            b[0] = 118, b[1] = n >> 8, b[2] = n & 0xff;
+            bad = put(o, b, 3) || put(o, utf8, n);
+        }
+    } else {
+        bad = (uint64_t)n > UINT32_MAX || put_tag32(o, 109, (uint32_t)n) || put(o, utf8, n);
+    }
+    Py_XDECREF(copy);
+    return bad ? -1 : 0;
+}
+
+static int enc_items(Out *o, PyObject *const *items, Py_ssize_t n, int depth) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (enc(o, items[i], depth)) return -1;
+    return 0;
+}
+
+/* 0 when v was written; -1 to leave the whole value to Python. */
+static int enc(Out *o, PyObject *v, int depth) {
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyLong_Type) return enc_int(o, v);
+    if (t == &PyUnicode_Type) return enc_utf8(o, v, 0);
+    if ((PyObject *)t == atom_type) return enc_utf8(o, v, 1);
+    if (v == Py_None) return put(o, "w\x03" "nil", 5);
+    if (v == Py_True) return put(o, "w\x04" "true", 6);
+    if (v == Py_False) return put(o, "w\x05" "false", 7);
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if (!isfinite(d)) return -1; /* the BEAM has no NaN or infinity: Python says so */
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        unsigned char b[9] = {70};
+        for (int i = 0; i < 8; i++) b[1 + i] = (bits >> (56 - 8 * i)) & 0xff;
+        return put(o, b, 9);
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(v);
+        if ((uint64_t)n > UINT32_MAX) return -1;
+        return put_tag32(o, 109, (uint32_t)n) || put(o, PyBytes_AS_STRING(v), n) ? -1 : 0;
+    }
+    if (depth <= 0) return -1;
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        if (n < 256) {
+            unsigned char b[2] = {104, (unsigned char)n};
+            if (put(o, b, 2)) return -1;
+        } else if ((uint64_t)n > UINT32_MAX || put_tag32(o, 105, (uint32_t)n)) {
+            return -1;
+        }
+        return enc_items(o, &PyTuple_GET_ITEM(v, 0), n, depth - 1);
+    }
+    if (t == &PyList_Type) {
+        Py_ssize_t n = PyList_GET_SIZE(v);
+        if (n == 0) return put(o, "j", 1);
+        if ((uint64_t)n > UINT32_MAX || put_tag32(o, 108, (uint32_t)n)) return -1;
+        /* nothing here runs Python code, so the list cannot change meanwhile */
+        if (enc_items(o, &PyList_GET_ITEM(v, 0), n, depth - 1)) return -1;
+        return put(o, "j", 1);
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t n = PyDict_GET_SIZE(v), i = 0;
+        PyObject *key, *value;
+        if ((uint64_t)n > UINT32_MAX || put_tag32(o, 116, (uint32_t)n)) return -1;
+        while (PyDict_Next(v, &i, &key, &value))
+            if (enc(o, key, depth - 1) || enc(o, value, depth - 1)) return -1;
+        return 0;
+    }
+    return -1; /* subclasses, opaque terms, everything else: Python's */
+}
+
+static const char OK_HEAD[] = "\x83h\x03" "w\x02" "ok";
+
+static PyObject *encode_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "encode_ok(call_id, result) takes two arguments");
+        return NULL;
+    }
+    if (py_encode_ok == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cetf is not configured");
+        return NULL;
+    }
+    Out o;
+    o.buf = o.small;
+    o.len = 0;
+    o.cap = sizeof o.small;
+    PyObject *frame = NULL;
+    if (put(&o, OK_HEAD, sizeof OK_HEAD - 1) == 0 && enc(&o, args[0], 0) == 0 &&
+        enc(&o, args[1], MAX_DEPTH) == 0) {
+        frame = PyBytes_FromStringAndSize(o.buf, o.len);
+    }
+    if (o.buf != o.small) PyMem_Free(o.buf);
+    if (frame != NULL) return frame;
+    PyErr_Clear();
+    return PyObject_Vectorcall(py_encode_ok, args, 2, NULL);
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *a, *c, *u, *l, *d, *e;
+    if (!PyArg_ParseTuple(args, "OOO!O!OO:configure", &a, &c, &PyDict_Type, &u, &PyDict_Type, &l,
+                          &d, &e))
+        return NULL;
+    if (!PyType_Check(a) || !PyCallable_Check(d) || !PyCallable_Check(e)) {
+        PyErr_SetString(PyExc_TypeError, "configure(Atom, call, utf8, latin1, decode, encode_ok)");
+        return NULL;
+    }
+    PyObject **slots[6] = {&atom_type, &call_atom, &utf8_atoms, &latin1_atoms, &py_decode,
+                           &py_encode_ok};
+    PyObject *values[6] = {a, c, u, l, d, e};
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*slots[i], values[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(Atom, call_atom, utf8_atoms, latin1_atoms, decode_message, encode_ok):\n"
+     "the Python codec's types, atom caches and the functions to fall back to."},
+    {"decode_message", decode_message, METH_O,
+     "decode_message(data): the call envelope decoded in C, anything else by the fallback."},
+    {"encode_ok", (PyCFunction)(void (*)(void))encode_ok, METH_FASTCALL,
+     "encode_ok(call_id, result): {:ok, call_id, result} encoded in C, or by the fallback."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_cetf",
+    .m_doc = "C shortcuts for the ETF codec's hottest frames.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__cetf(void) { return PyModule_Create(&module); }
