@@ -211,7 +211,8 @@ class Dispatcher:
     def _on_call(self, msg: tuple) -> CallContext | None:
         if len(msg) != 6:
             self.bad_request(
-                int_or_none(msg[1]), "a call is {:call, id, method, args, kwargs, opts}"
+                int_or_none(msg[1]) if len(msg) > 1 else None,
+                "a call is {:call, id, method, args, kwargs, opts}",
             )
             return None
         _, cid, name, args, kwargs, opts = msg

@@ -186,7 +186,11 @@ class _Readers:
             except DecodeError as exc:
                 self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
                 continue
-            ctx = handle(msg)
+            try:
+                ctx = handle(msg)
+            except Exception as exc:  # a bug here must never stop the reading
+                self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
+                continue
             if ctx is None:
                 continue
             # acquire/release rather than `with` (half the cost on CPython 3.11,

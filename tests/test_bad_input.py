@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import pytest
 from conftest import worker_path
@@ -119,6 +120,19 @@ def test_malformed_control_messages(sup):
     _bad_request(sup, etf.encode((Atom("cancel"),)))
     _bad_request(sup, etf.encode((Atom("shutdown"), "soon")))
     _bad_request(sup, etf.encode((Atom("health"),)))
+    _bad_request(sup, etf.encode((CALL,)))  # no id at all: once raised in the reader thread
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.sampled_from(["call", "cancel", "credit", "health", "describe"]),
+    st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none()), max_size=7),
+)
+def test_every_tag_with_any_arity_is_answered_not_raised(sup, tag, items):
+    sup.send_term((Atom(tag), *items))
+    assert sup.call("add", 1, 2) == 3  # the worker still reads and serves
+    while not sup.orphan_errors.empty():
+        sup.orphan_errors.get()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -130,3 +144,48 @@ def test_random_bytes_never_hurt_the_worker(sup, data):
     assert sup.call("add", 1, 2) == 3
     while not sup.orphan_errors.empty():
         sup.orphan_errors.get()
+
+
+def test_a_frame_the_dispatcher_fails_on_is_refused_and_reading_goes_on():
+    # Given the Port transport's readers in this process, and a dispatcher
+    # that raises on one message (standing for a bug in the runtime)
+    import os
+    import select
+
+    from snakepit_py._dispatcher import Dispatcher
+    from snakepit_py._registry import load_target
+    from snakepit_py._server import _Readers, peek_call_id
+    from snakepit_py.transport.port import FrameReader, FrameWriter
+
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    dispatcher = Dispatcher(load_target(worker_path("basic.py")), etf, FrameWriter(from_w).write)
+    real = dispatcher.handle
+
+    def flaky(msg):
+        if msg[:2] == (CALL, 99):
+            raise RuntimeError("boom")
+        return real(msg)
+
+    dispatcher.handle = flaky  # type: ignore[method-assign]
+    _Readers(FrameReader(to_r), etf.decode_message, dispatcher, peek_call_id).start(1)
+    replies = FrameReader(from_r)
+    out = FrameWriter(to_w)
+
+    def reply() -> Any:  # (a frame may wait in the reader's buffer already)
+        waiting = replies._buf or select.select([from_r], [], [], 10)[0]
+        assert waiting, "no answer: the reading stopped"
+        return etf.decode(replies.read())
+
+    try:
+        # When that message arrives, then a call
+        out.write(etf.encode((CALL, 99, "add", [1, 2], {}, {})))
+        out.write(etf.encode((CALL, 1, "add", [1, 2], {}, {})))
+        # Then the message is refused with its id, and the call is answered
+        kind, call_id, error = reply()
+        assert (kind, call_id, error["kind"]) == ("error", 99, "bad_request")
+        assert "RuntimeError('boom')" in error["message"]
+        assert reply() == (Atom("ok"), 1, 3)
+    finally:
+        os.close(to_w)  # end of input: the readers stop
+        os.close(from_r)
