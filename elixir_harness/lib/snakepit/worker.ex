@@ -531,19 +531,28 @@ defmodule Snakepit.Worker do
 
       timeout_ms ->
         id = state.next_id
-        opts = %{meta: call.meta}
-        opts = if timeout_ms, do: Map.put(opts, :timeout_ms, timeout_ms), else: opts
-        opts = if call.credit, do: Map.put(opts, :credit, call.credit), else: opts
-        send_frame(state, {:call, id, call.method, call.args, call.kwargs, opts})
 
-        %{
-          watch(call.caller, state)
-          | next_id: id + 1,
-            calls: Map.put(state.calls, id, call),
-            refs: Map.put(state.refs, call.ref, id)
-        }
+        send_frame(
+          state,
+          {:call, id, call.method, call.args, call.kwargs, wire_opts(call, timeout_ms)}
+        )
+
+        state = watch(call.caller, state)
+        state = %{state | next_id: id + 1, calls: Map.put(state.calls, id, call)}
+
+        # Only streams are looked up by ref often (a credit per chunk taken); a
+        # cancel, rare, finds a plain call by scanning (see cancel/2).
+        if call.stream, do: %{state | refs: Map.put(state.refs, call.ref, id)}, else: state
     end
   end
+
+  defp wire_opts(%{meta: meta, credit: nil}, nil), do: %{meta: meta}
+
+  defp wire_opts(%{meta: meta, credit: nil}, timeout_ms),
+    do: %{meta: meta, timeout_ms: timeout_ms}
+
+  defp wire_opts(%{credit: credit} = call, timeout_ms),
+    do: Map.put(wire_opts(%{call | credit: nil}, timeout_ms), :credit, credit)
 
   # If a caller dies, its calls are cancelled (see the :DOWN clause). A caller
   # stays monitored after its call ends: a process that calls again and again
@@ -594,7 +603,8 @@ defmodule Snakepit.Worker do
 
       {call, calls} ->
         finish_call(call, reply, state)
-        %{state | calls: calls, refs: Map.delete(state.refs, call.ref)}
+        state = %{state | calls: calls}
+        if call.stream, do: %{state | refs: Map.delete(state.refs, call.ref)}, else: state
     end
   end
 
@@ -605,11 +615,18 @@ defmodule Snakepit.Worker do
   end
 
   defp cancel(ref, state) do
-    case state.refs do
-      %{^ref => id} ->
+    case Map.fetch(state.refs, ref) do
+      {:ok, id} -> cancel_id(id, state)
+      :error -> cancel_plain(ref, state)
+    end
+  end
+
+  defp cancel_plain(ref, state) do
+    case Enum.find(state.calls, fn {_id, call} -> call.ref == ref end) do
+      {id, _call} ->
         cancel_id(id, state)
 
-      _ ->
+      nil ->
         {cancelled, backlog} = Enum.split_with(state.backlog, &(&1.ref == ref))
         error = Error.new(:cancelled, "cancelled before it was sent")
         Enum.each(cancelled, &Call.reply(&1, {:error, error}))
