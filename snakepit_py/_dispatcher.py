@@ -18,8 +18,8 @@ import time
 from _collections import deque  # collections.deque itself, without importing collections
 
 from . import __version__
-from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _set_async_exc
-from ._registry import Registry
+from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _running, _set_async_exc
+from ._registry import _NO_KWARGS, Registry
 from ._timers import Deadlines
 from ._wire import (
     BYE,
@@ -238,12 +238,17 @@ class Dispatcher:
         if spec is None:
             exc = MethodNotFound(name, sorted(self.registry.methods))
             return self._refuse(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
-        try:
-            bargs, bkwargs = spec.bind(args, kwargs)
-        except BadArguments as exc:
-            return self._refuse(
-                cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature
-            )
+        plain = spec.plain_arity  # (fewest, most) positional args when a length check binds them
+        if plain is not None and not kwargs and plain[0] <= len(args) <= plain[1]:
+            bargs: Any = args  # (a list: the call spreads it cheaper than a tuple() of it)
+            bkwargs: dict = _NO_KWARGS
+        else:
+            try:
+                bargs, bkwargs = spec.bind(args, kwargs)
+            except BadArguments as exc:
+                return self._refuse(
+                    cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature
+                )
         if spec.timeout is not None:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
@@ -422,7 +427,9 @@ class Dispatcher:
         return None
 
     def _execute_sync(self, ctx: CallContext) -> None:
-        token = _current.set(ctx)
+        tid = get_ident()
+        outer = _running.get(tid)  # (None unless a transport runs a call inside a call)
+        _running[tid] = ctx
         spec = ctx.spec
         try:
             try:
@@ -436,10 +443,11 @@ class Dispatcher:
                     lock.release()
                     raise CallCancelled(ctx.cancel_reason)
                 ctx.state = RUNNING
-                ctx._thread_id = get_ident()
+                ctx._thread_id = tid
                 ctx._in_user = True
                 lock.release()
-                result = spec.fn(*ctx.args, **ctx.kwargs)
+                kwargs = ctx.kwargs
+                result = spec.fn(*ctx.args, **kwargs) if kwargs else spec.fn(*ctx.args)
                 if spec.is_generator:
                     result = self._drive_generator(ctx, result)
             except BaseException:
@@ -447,7 +455,7 @@ class Dispatcher:
                 raise
             # Still interruptible while the result is encoded: an interrupt landing
             # here is caught below; _finish leaves user code under the call's lock.
-            self._finish_ok(ctx, result, leave_user=True)
+            self._finish_ok(ctx, result, True)
         except CallCancelled:
             ctx._leave_user()
             self._finish_cancelled(ctx)
@@ -455,7 +463,10 @@ class Dispatcher:
             ctx._leave_user()
             self._finish_exception(ctx, exc)
         finally:
-            _current.reset(token)
+            if outer is None:
+                del _running[tid]
+            else:
+                _running[tid] = outer
 
     def _drive_generator(self, ctx: CallContext, gen: Any) -> Any:
         step = gen.__next__

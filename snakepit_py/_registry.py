@@ -241,6 +241,10 @@ class Method:
         self._checks: dict[str, Callable[[Any], Any]] = {}
         self._fast: list[Callable[[Any], Any] | None] | None = None
         self._fast_min = 0
+        # (fewest, most) positional arguments of a method with only plain
+        # positional parameters and no annotation checks: such a call binds by
+        # a length check alone (the common case, on every call). Set by _prepare.
+        self.plain_arity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Method {self.name}>"
@@ -295,6 +299,8 @@ class Method:
         if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
             self._fast = [self._checks.get(p.name) for p in params]
             self._fast_min = sum(1 for p in params if p.default is p.empty)
+            if not self._checks:
+                self.plain_arity = (self._fast_min, len(params))
         self._sig = sig
 
     def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
@@ -306,6 +312,9 @@ class Method:
         Raises:
             BadArguments: they do not bind, or a value fails its annotation.
         """
+        plain = self.plain_arity
+        if plain is not None and not kwargs and plain[0] <= len(args) <= plain[1]:
+            return tuple(args), _NO_KWARGS
         if self._sig is None:
             self._prepare()
         fast = self._fast

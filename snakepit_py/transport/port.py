@@ -163,7 +163,9 @@ class FrameWriter:
         header = len(payload).to_bytes(4, "big")
         if len(payload) < 65536:
             data = header + payload
-            with self.lock:
+            lock = self.lock
+            lock.acquire()  # acquire/try/finally: half the cost of `with` (every reply)
+            try:
                 if self._queue:
                     self._queue.append(data)
                     self._flush_locked()
@@ -171,6 +173,8 @@ class FrameWriter:
                 n = os.write(self.fd, data)
                 if n != len(data):
                     self._write_rest(memoryview(data)[n:])
+            finally:
+                lock.release()
             return
         with self.lock:
             if self._queue:
