@@ -234,6 +234,18 @@ class Dispatcher:
             ):
                 self.bad_request(cid, check_opts(opts) or "bad opts")
                 return None
+        return self.accept_call(cid, name, args, kwargs, timeout_ms, credit, meta)
+
+    def accept_call(
+        self, cid: int, name: str, args: list, kwargs: dict,
+        timeout_ms: float | None, credit: int | None, meta: dict | None,
+    ) -> CallContext | None:  # fmt: skip
+        """Act on a well-formed call (its shape and opts checked), as ``handle`` does.
+
+        The Port transport calls it straight from the codec's ``call_fields``
+        when the frame is a plain call envelope; every other call comes
+        through ``handle``, which checks the envelope first.
+        """
         spec = self.registry.methods.get(name)
         if spec is None:
             exc = MethodNotFound(name, sorted(self.registry.methods))

@@ -76,6 +76,11 @@ def peek_call_id(frame: bytes) -> int | None:
     return None
 
 
+def _no_fields(_frame: bytes) -> None:
+    """``call_fields`` of a codec without one: every frame takes the general road."""
+    return None
+
+
 class _Readers:
     """Who reads the protocol input, and when the reading role moves (see the module docstring).
 
@@ -97,6 +102,7 @@ class _Readers:
                  peek: Callable[[bytes], int | None]) -> None:  # fmt: skip
         self.reader = reader
         self.decode = decode
+        self.call_fields: Callable[[bytes], Any] = _no_fields
         self.dispatcher = dispatcher
         self.peek = peek
         self._state = _thread.allocate_lock()
@@ -163,6 +169,10 @@ class _Readers:
         """
         read, decode, handle = self.reader.read, self.decode, self.dispatcher.handle
         state, run_sync = self._state, self.dispatcher.run_sync
+        # A plain call envelope skips the generic decode and envelope checks
+        # (the C codec reads its fields straight from the bytes); None for
+        # anything else, which then takes the general road.
+        fields, accept = self.call_fields, self.dispatcher.accept_call
         while True:
             try:
                 frame = read()
@@ -181,13 +191,15 @@ class _Readers:
             if self._first_frame is not None:
                 self._first_frame()
                 self._first_frame = None
+            call = fields(frame)
             try:
-                msg = decode(frame)
+                if call is not None:
+                    ctx = accept(*call)
+                else:
+                    ctx = handle(decode(frame))
             except DecodeError as exc:
                 self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
                 continue
-            try:
-                ctx = handle(msg)
             except Exception as exc:  # a bug here must never stop the reading
                 self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
                 continue
@@ -311,6 +323,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     # ETF has a faster road for call envelopes; a codec without one decodes as usual
     decode = getattr(codec, "decode_message", codec.decode)
     readers = _Readers(reader, decode, dispatcher, peek)
+    readers.call_fields = getattr(codec, "call_fields", _no_fields)
     readers.after_ready(_AfterReady(dispatcher))
     readers.start(opts.threads)
     while not done.acquire(timeout=3600):  # (signal handlers run meanwhile)

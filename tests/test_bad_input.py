@@ -189,3 +189,19 @@ def test_a_frame_the_dispatcher_fails_on_is_refused_and_reading_goes_on():
     finally:
         os.close(to_w)  # end of input: the readers stop
         os.close(from_r)
+
+
+def test_the_pure_python_codec_serves_the_same():
+    # Given a worker with the C accelerator turned off
+    import os
+
+    env = dict(os.environ, SNAKEPIT_PY_PURE="1")
+    with FakeSupervisor(worker_path("basic.py"), env=env) as pure:
+        # Then calls, errors and refusals come back as with it
+        assert pure.call("add", 1, 2) == 3
+        assert pure.call("add", kwargs={"a": 1, "b": 2}, timeout_ms=500, meta={"k": 1}) == 3
+        pending = pure.expect(77)
+        pure.send_term((CALL, 77, "add", [1, 2], {}, {Atom("timeout_ms"): 0}))
+        kind, error, _ = pending.next_event(10)
+        assert kind == "error" and "timeout_ms" in error["message"]
+        _bad_request(pure, etf.encode((CALL,)))

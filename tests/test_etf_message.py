@@ -240,3 +240,98 @@ def test_the_c_accelerator_is_what_etf_uses_unless_turned_off() -> None:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert out.split() == ["None", "True"]
+
+
+# --- call_fields: the C reader of a plain call's fields ---------------------
+
+
+def _accepted_fields(data: bytes) -> tuple | None:
+    """What the dispatcher would take from ``data`` as a well-formed call, or None."""
+    from snakepit_py._wire import check_opts
+
+    try:
+        msg = etf.decode(data)
+    except DecodeError:
+        return None
+    if not (type(msg) is tuple and len(msg) == 6 and msg[0] == "call"):
+        return None
+    _, cid, name, args, kwargs, opts = msg
+    shape = (type(cid), type(name), type(args), type(kwargs), type(opts))
+    if shape != (int, str, list, dict, dict) or cid < 0 or check_opts(opts) is not None:
+        return None
+    return cid, name, args, kwargs, opts.get("timeout_ms"), opts.get("credit"), opts.get("meta")
+
+
+def fields_agree(data: bytes) -> None:
+    """call_fields(data) is None, or exactly what decode + the dispatcher's checks give."""
+    fields = _c("call_fields")(data)
+    if fields is not None:
+        assert_same(fields, _accepted_fields(data))
+
+
+# Envelopes the dispatcher accepts (the random ones above mostly are not).
+_good_opts = st.fixed_dictionaries(
+    {},
+    optional={
+        "timeout_ms": st.one_of(st.integers(1, 2**31 - 1), st.floats(1e-3, 1e12)),
+        "credit": st.integers(0, 2**31 - 1),
+        "meta": st.dictionaries(st.text(max_size=5), terms, max_size=3),
+    },
+)
+good_envelopes = st.builds(
+    envelope, st.integers(0, 2**31 - 1), st.text(max_size=30), st.lists(terms, max_size=4),
+    st.dictionaries(st.text(max_size=5), terms, max_size=3), _good_opts, st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(envelopes, good_envelopes), st.data())
+def test_call_fields_are_what_the_dispatcher_accepts(data: bytes, draw: st.DataObject) -> None:
+    fields_agree(data)
+    # and on the same envelope damaged: cut, one byte changed, or bytes added
+    how = draw.draw(st.sampled_from(["cut", "flip", "extend"]))
+    if how == "cut":
+        fields_agree(data[: draw.draw(st.integers(0, len(data) - 1))])
+    elif how == "flip":
+        pos = draw.draw(st.integers(1, len(data) - 1))
+        fields_agree(data[:pos] + bytes([draw.draw(st.integers(0, 255))]) + data[pos + 1 :])
+    else:
+        fields_agree(data + draw.draw(st.binary(min_size=1, max_size=4)))
+
+
+@pytest.mark.parametrize("otp25", [True, False])
+def test_the_envelopes_the_harness_sends_take_the_short_road(otp25: bool) -> None:
+    for opts in [
+        {"meta": {}, "timeout_ms": 5000},
+        {"meta": {"trace": "abc"}},
+        {"meta": {}, "timeout_ms": 2.5, "credit": 0},
+        {},
+    ]:
+        data = envelope(2**31 - 1, "predict", [1, "x", [2.0]], {"k": None}, opts, otp25)
+        fields = _c("call_fields")(data)
+        assert fields is not None, opts
+        assert_same(fields, _accepted_fields(data))
+
+
+@pytest.mark.parametrize(
+    ("call_id", "opts"),
+    [
+        (-1, {}),  # the dispatcher refuses these ...
+        (1, {"timeout_ms": 0}),
+        (1, {"timeout_ms": -2.0}),
+        (1, {"credit": -1}),
+        (1, {"meta": [1]}),
+        (1, {"timeout_ms": None}),  # ... or accepts them another way, on the general road
+        (1, {"deadline": 5}),
+        (2**40, {}),
+    ],
+)
+def test_call_fields_leave_everything_else_to_the_general_road(call_id: int, opts: dict) -> None:
+    data = envelope(call_id, "m", [], {}, opts, otp25=True)
+    assert _c("call_fields")(data) is None
+    binary_key = etf.encode((Atom("call"), 1, "m", [], {}, {"timeout_ms": 5}))  # not an atom
+    assert _c("call_fields")(binary_key) is None
+    head = envelope(1, "m", [], {}, {}, otp25=False)[:-5]  # up to the opts map
+    repeated = head + b"t\x00\x00\x00\x02" + b"w\x06credit" + b"a\x01" + b"w\x06credit" + b"a\x01"
+    assert etf.decode(repeated)[5] == {"credit": 1}  # (the same key twice: a valid map)
+    assert _c("call_fields")(repeated) is None

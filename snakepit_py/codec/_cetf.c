@@ -225,16 +225,22 @@ static PyObject *dec(Reader *r, int depth) {
 static const char HEAD_OTP25[] = "\x83h\x06" "d\x00\x04" "call";
 static const char HEAD_OTP26[] = "\x83h\x06" "w\x04" "call";
 
+/* Positions r after the {:call, head; 0 when the frame has it. */
+static int call_head(Reader *r) {
+    if (r->len > MAX_FRAME) return -1;
+    if (r->len >= 10 && memcmp(r->p, HEAD_OTP25, 10) == 0) {
+        r->pos = 10;
+    } else if (r->len >= 9 && memcmp(r->p, HEAD_OTP26, 9) == 0) {
+        r->pos = 9;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *decode_call(PyObject *data) {
     Reader r = {(const unsigned char *)PyBytes_AS_STRING(data), 0, PyBytes_GET_SIZE(data)};
-    if (r.len > MAX_FRAME) return NULL;
-    if (r.len >= 10 && memcmp(r.p, HEAD_OTP25, 10) == 0) {
-        r.pos = 10;
-    } else if (r.len >= 9 && memcmp(r.p, HEAD_OTP26, 9) == 0) {
-        r.pos = 9;
-    } else {
-        return NULL;
-    }
+    if (call_head(&r)) return NULL;
     if (!has(&r, 1) || (r.p[r.pos] != 97 && r.p[r.pos] != 98)) return NULL;
     PyObject *items[5] = {NULL, NULL, NULL, NULL, NULL};
     items[0] = dec(&r, 0); /* the id */
@@ -255,6 +261,110 @@ static PyObject *decode_call(PyObject *data) {
 fail:
     for (int i = 0; i < 5; i++) Py_XDECREF(items[i]);
     return NULL;
+}
+
+/* ----------------------------------------------------------- call fields */
+
+enum { OPT_TIMEOUT, OPT_CREDIT, OPT_META, OPT_COUNT };
+static const char *const OPT_NAMES[OPT_COUNT] = {"timeout_ms", "credit", "meta"};
+
+/* Reads an atom (any of the four atom tags) and says which protocol opt it
+ * names, or -1: anything else, even a binary with the same text. */
+static int opt_key(Reader *r) {
+    if (!has(r, 2)) return -1;
+    unsigned char tag = r->p[r->pos];
+    Py_ssize_t n;
+    if (tag == 119 || tag == 115) { /* SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT */
+        n = r->p[r->pos + 1];
+        r->pos += 2;
+    } else if ((tag == 100 || tag == 118) && has(r, 3) && r->p[r->pos + 1] == 0) {
+        n = r->p[r->pos + 2]; /* ATOM_EXT, ATOM_UTF8_EXT: names under 256 bytes */
+        r->pos += 3;
+    } else {
+        return -1;
+    }
+    if (!has(r, n)) return -1;
+    const char *name = (const char *)r->p + r->pos;
+    r->pos += n;
+    for (int k = 0; k < OPT_COUNT; k++)
+        if ((size_t)n == strlen(OPT_NAMES[k]) && memcmp(name, OPT_NAMES[k], n) == 0) return k;
+    return -1;
+}
+
+/* A positive timeout_ms (an integer or a float) or a non-negative credit. */
+static PyObject *opt_number(Reader *r, int key) {
+    if (!has(r, 1)) return NULL;
+    unsigned char tag = r->p[r->pos];
+    if (tag == 97 || tag == 98) {
+        PyObject *v = dec(r, 0);
+        if (v == NULL) return NULL;
+        long x = PyLong_AsLong(v);
+        if (key == OPT_TIMEOUT ? x > 0 : x >= 0) return v;
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (tag == 70 && key == OPT_TIMEOUT) {
+        PyObject *v = dec(r, 0);
+        if (v == NULL) return NULL;
+        if (PyFloat_AS_DOUBLE(v) > 0) return v; /* (NaN is not: Python refuses it) */
+        Py_DECREF(v);
+    }
+    return NULL;
+}
+
+/* call_fields(frame) -> (id, method, args, kwargs, timeout_ms, credit, meta) or None.
+ *
+ * The fields of a call envelope the dispatcher would accept as well formed
+ * (an id >= 0, a str method, a list of args, a map of kwargs, opts with
+ * only the protocol's three atom keys, each valid; absent ones are None),
+ * read straight from the bytes: no opts map is built. None for anything
+ * else, which then takes decode_message and the dispatcher's own checks;
+ * so a None never means the frame is bad. */
+static PyObject *call_fields(PyObject *self, PyObject *data) {
+    (void)self;
+    if (!PyBytes_CheckExact(data)) Py_RETURN_NONE;
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(data), 0, PyBytes_GET_SIZE(data)};
+    PyObject *f[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (call_head(&r) || !has(&r, 1)) goto none;
+    if (r.p[r.pos] == 98 && has(&r, 2) && (r.p[r.pos + 1] & 0x80)) goto none; /* id < 0 */
+    if (r.p[r.pos] != 97 && r.p[r.pos] != 98) goto none;
+    f[0] = dec(&r, 0);
+    if (f[0] == NULL || !has(&r, 1) || r.p[r.pos] != 109) goto none;
+    f[1] = dec(&r, 0);
+    if (f[1] == NULL || !PyUnicode_CheckExact(f[1]) || !has(&r, 1)) goto none;
+    unsigned char tag = r.p[r.pos];
+    if (tag != 106 && tag != 107 && tag != 108) goto none; /* args: a list */
+    f[2] = dec(&r, MAX_DEPTH);
+    if (f[2] == NULL || !has(&r, 1) || r.p[r.pos] != 116) goto none;
+    f[3] = dec(&r, MAX_DEPTH); /* kwargs: a map */
+    if (f[3] == NULL || !has(&r, 5) || r.p[r.pos] != 116) goto none;
+    uint32_t pairs = be32(r.p + r.pos + 1);
+    r.pos += 5;
+    if (pairs > OPT_COUNT) goto none;
+    for (uint32_t i = 0; i < pairs; i++) {
+        int key = opt_key(&r);
+        if (key < 0 || f[4 + key] != NULL) goto none; /* unknown or repeated */
+        if (key == OPT_META) {
+            if (!has(&r, 1) || r.p[r.pos] != 116) goto none;
+            f[6] = dec(&r, MAX_DEPTH);
+        } else {
+            f[4 + key] = opt_number(&r, key);
+        }
+        if (f[4 + key] == NULL) goto none;
+    }
+    if (r.pos != r.len) goto none;
+    PyObject *fields = PyTuple_New(7);
+    if (fields == NULL) goto none;
+    for (int i = 0; i < 7; i++) {
+        PyObject *v = f[i] != NULL ? f[i] : Py_None;
+        if (f[i] == NULL) Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(fields, i, v);
+    }
+    return fields;
+none:
+    PyErr_Clear();
+    for (int i = 0; i < 7; i++) Py_XDECREF(f[i]);
+    Py_RETURN_NONE;
 }
 
 static PyObject *decode_message(PyObject *self, PyObject *data) {
@@ -473,6 +583,9 @@ static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(Atom, call_atom, utf8_atoms, latin1_atoms, decode_message, encode_ok):\n"
      "the Python codec's types, atom caches and the functions to fall back to."},
+    {"call_fields", call_fields, METH_O,
+     "call_fields(frame): a well-formed call's (id, method, args, kwargs, timeout_ms, credit,\n"
+     "meta), or None to leave the frame to decode_message and the dispatcher."},
     {"decode_message", decode_message, METH_O,
      "decode_message(data): the call envelope decoded in C, anything else by the fallback."},
     {"encode_ok", (PyCFunction)(void (*)(void))encode_ok, METH_FASTCALL,

@@ -900,6 +900,7 @@ if _accelerator is not None:
     # The same answers (a property test holds both to it), in C for the common terms.
     encode_ok = _accelerator.encode_ok  # noqa: F811
     decode_message = _accelerator.decode_message
+    call_fields = _accelerator.call_fields
 
 
 def __getattr__(name: str) -> Any:
