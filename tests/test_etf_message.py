@@ -335,3 +335,10 @@ def test_call_fields_leave_everything_else_to_the_general_road(call_id: int, opt
     repeated = head + b"t\x00\x00\x00\x02" + b"w\x06credit" + b"a\x01" + b"w\x06credit" + b"a\x01"
     assert etf.decode(repeated)[5] == {"credit": 1}  # (the same key twice: a valid map)
     assert _c("call_fields")(repeated) is None
+
+
+@ENCODERS
+def test_encode_ok_of_a_big_binary(encode_ok: Any) -> None:
+    for result in [b"x" * 4097, bytes(range(256)) * 4096]:
+        for call_id in [0, 300, 2**40]:
+            assert encode_ok(call_id, result) == etf.encode((Atom("ok"), call_id, result))

@@ -390,11 +390,9 @@ typedef struct {
 } Out;
 
 static int grow(Out *o, Py_ssize_t n) {
-    Py_ssize_t cap = o->cap;
-    while (cap - o->len < n) {
-        if (cap > PY_SSIZE_T_MAX / 2) return -1;
-        cap *= 2;
-    }
+    if (n > PY_SSIZE_T_MAX / 2 - o->len) return -1;
+    /* at least double (amortised appends), at once to what is needed (a big binary) */
+    Py_ssize_t cap = o->len + n > 2 * o->cap ? o->len + n : 2 * o->cap;
     char *buf = o->buf == o->small ? PyMem_Malloc(cap) : PyMem_Realloc(o->buf, cap);
     if (buf == NULL) return -1;
     if (o->buf == o->small) memcpy(buf, o->small, o->len);
@@ -547,8 +545,19 @@ static PyObject *encode_ok(PyObject *self, PyObject *const *args, Py_ssize_t nar
     o.len = 0;
     o.cap = sizeof o.small;
     PyObject *frame = NULL;
-    if (put(&o, OK_HEAD, sizeof OK_HEAD - 1) == 0 && enc(&o, args[0], 0) == 0 &&
-        enc(&o, args[1], MAX_DEPTH) == 0) {
+    PyObject *result = args[1];
+    if (PyBytes_CheckExact(result) && PyBytes_GET_SIZE(result) > MAX_BINARY &&
+        (uint64_t)PyBytes_GET_SIZE(result) <= UINT32_MAX) {
+        /* A big binary result: the frame is made in one piece, one copy of it. */
+        Py_ssize_t n = PyBytes_GET_SIZE(result);
+        if (put(&o, OK_HEAD, sizeof OK_HEAD - 1) == 0 && enc(&o, args[0], 0) == 0 &&
+            put_tag32(&o, 109, (uint32_t)n) == 0 &&
+            (frame = PyBytes_FromStringAndSize(NULL, o.len + n)) != NULL) {
+            memcpy(PyBytes_AS_STRING(frame), o.buf, o.len);
+            memcpy(PyBytes_AS_STRING(frame) + o.len, PyBytes_AS_STRING(result), n);
+        }
+    } else if (put(&o, OK_HEAD, sizeof OK_HEAD - 1) == 0 && enc(&o, args[0], 0) == 0 &&
+               enc(&o, result, MAX_DEPTH) == 0) {
         frame = PyBytes_FromStringAndSize(o.buf, o.len);
     }
     if (o.buf != o.small) PyMem_Free(o.buf);
