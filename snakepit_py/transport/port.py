@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import struct
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["FrameReader", "FrameWriter", "FrameTooLarge", "protect_stdio"]
 
 _READ_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
+_HEADER = struct.Struct(">I")  # the {packet, 4} length
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
 
 
 class FrameTooLarge(Exception):
@@ -47,12 +51,19 @@ class FrameReader:
             FrameTooLarge: the frame was over ``max_frame``; it has been skipped.
         """
         buf = self._buf
+        if not buf:
+            # The common case: one read brings exactly one frame.
+            buf = os.read(self.fd, _READ_SIZE)
+            if len(buf) > 4 and len(buf) == _unpack_header(buf)[0] + 4:
+                return buf[4:]
+            if not buf:
+                return None
         while len(buf) < 4:
             more = os.read(self.fd, _READ_SIZE)
             if not more:
                 return None
             buf += more
-        size = int.from_bytes(buf[:4], "big")
+        size = _unpack_header(buf)[0]
         end = 4 + size
         if len(buf) >= end:
             self._buf = buf[end:]
@@ -113,7 +124,7 @@ class FrameWriter:
             if self.closed:
                 return
             queue = self._queue
-            queue.append(size.to_bytes(4, "big"))  # header and payload joined at flush
+            queue.append(_pack_header(size))  # header and payload joined at flush
             queue.append(payload)
             self._queued += size + 4
             if self._queued >= self.batch_bytes:
@@ -160,7 +171,7 @@ class FrameWriter:
         """
         if self.closed:
             return
-        header = len(payload).to_bytes(4, "big")
+        header = _pack_header(len(payload))
         if len(payload) < 65536:
             data = header + payload
             lock = self.lock
