@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from snakepit_py.codec import etf  # noqa: E402
+from snakepit_py.codec import _etf_message, etf  # noqa: E402
 
 try:
     import erlang as erlang_py  # erlang-py, the baseline
@@ -94,11 +94,22 @@ def run(repeat: int) -> list[dict[str, Any]]:
         ("decode result map (~1 KB)", lambda: etf.decode(result_bytes), None, None),
         ("encode result map (~1 KB)", lambda: etf.encode(result), None, None),
         # What a worker actually runs per call: the envelope's fast path (its
-        # opts seen before) and the terminal frame's.
-        ("decode_message, OTP 25 envelope", lambda: etf.decode_message(ENVELOPE_OTP25), None,
-         TARGET_DECODE_US),
-        ("encode_ok(1, 3)", lambda: etf.encode_ok(1, 3), None, TARGET_ENCODE_US),
+        # opts seen before) and the terminal frame's, in pure Python and, when
+        # it is built, with the C accelerator (docs/runtime.md).
+        ("decode_message, OTP 25 (pure Python)",
+         lambda: _etf_message.decode_message(ENVELOPE_OTP25), None, TARGET_DECODE_US),
+        ("encode_ok(1, 3) (pure Python)", lambda: etf._python_encode_ok(1, 3), None,
+         TARGET_ENCODE_US),
     ]  # fmt: skip
+    c = etf._accelerator
+    if c is not None:
+        cases += [
+            ("decode_message, OTP 25 (C)", lambda: c.decode_message(ENVELOPE_OTP25),
+             None, TARGET_DECODE_US),
+            ("call_fields, OTP 25 (C)", lambda: c.call_fields(ENVELOPE_OTP25), None,
+             TARGET_DECODE_US),
+            ("encode_ok(1, 3) (C)", lambda: c.encode_ok(1, 3), None, TARGET_ENCODE_US),
+        ]  # fmt: skip
     if erlang_py is not None:
         baseline_tuple = (erlang_py.OtpErlangAtom(b"ok"), 1, 3)
         cases[2] = (
