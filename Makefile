@@ -16,8 +16,16 @@ test: setup bytecode elixir lint test-python test-elixir
 
 setup: $(VENV)/.installed
 
-# (setup.py builds the codec's C accelerator: a change to it reinstalls)
+# (setup.py builds the codec's C accelerator: a change to it reinstalls;
+# without a C compiler it is skipped and the codec stays pure Python, so one
+# is installed from apt when missing: the tests check the accelerator is built)
 $(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c
+	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c "import os, sysconfig; \
+	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
+	  2>/dev/null || { \
+	  echo "Installing a C compiler and the Python headers from apt (for the codec's C accelerator)..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
