@@ -19,12 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallContext", "current_call"]
 
-# The call running here: async calls set the ContextVar in their task; a sync
-# call is found by its thread (a dict entry per call is several times cheaper
-# than a ContextVar set and reset, and a sync call owns its thread while it
-# runs; threads the user starts see neither, as with a ContextVar).
 _current: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", default=None)
-_running: dict[int, CallContext] = {}
 
 # Call states.
 QUEUED, RUNNING, DONE = 0, 1, 2
@@ -51,17 +46,9 @@ def current_call() -> CallContext:
     Raises:
         RuntimeError: outside a call.
     """
-    ctx = running_call()
-    if ctx is None:
-        raise RuntimeError("current_call() used outside a snakepit method call")
-    return ctx
-
-
-def running_call() -> CallContext | None:
-    """The call running in this task or thread, or None."""
     ctx = _current.get()
     if ctx is None:
-        ctx = _running.get(_thread.get_ident())
+        raise RuntimeError("current_call() used outside a snakepit method call")
     return ctx
 
 

@@ -18,7 +18,7 @@ import time
 from _collections import deque  # collections.deque itself, without importing collections
 
 from . import __version__
-from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _running, _set_async_exc
+from ._context import DONE, QUEUED, RUNNING, CallContext, _current, _set_async_exc
 from ._registry import _NO_KWARGS, Registry
 from ._timers import Deadlines
 from ._wire import (
@@ -439,9 +439,9 @@ class Dispatcher:
         return None
 
     def _execute_sync(self, ctx: CallContext) -> None:
-        tid = get_ident()
-        outer = _running.get(tid)  # (None unless a transport runs a call inside a call)
-        _running[tid] = ctx
+        # A ContextVar, not a per-thread table: code the call hands its context
+        # to (asyncio.to_thread, contextvars.copy_context().run) finds it too.
+        token = _current.set(ctx)
         spec = ctx.spec
         try:
             try:
@@ -455,7 +455,7 @@ class Dispatcher:
                     lock.release()
                     raise CallCancelled(ctx.cancel_reason)
                 ctx.state = RUNNING
-                ctx._thread_id = tid
+                ctx._thread_id = get_ident()
                 ctx._in_user = True
                 lock.release()
                 kwargs = ctx.kwargs
@@ -475,10 +475,7 @@ class Dispatcher:
             ctx._leave_user()
             self._finish_exception(ctx, exc)
         finally:
-            if outer is None:
-                del _running[tid]
-            else:
-                _running[tid] = outer
+            _current.reset(token)
 
     def _drive_generator(self, ctx: CallContext, gen: Any) -> Any:
         step = gen.__next__

@@ -133,6 +133,12 @@ def test_current_call_context(basic):
     assert basic.call("context")["meta"] == {}
 
 
+def test_current_call_follows_the_context_handed_on(basic):
+    # asyncio.to_thread and contextvars.copy_context().run carry the call along
+    pending = basic.start_call("context_handed_on")
+    assert pending.wait(10) == [pending.id, pending.id]
+
+
 def test_health_and_describe_answer_while_every_slot_is_busy(basic):
     slow = basic.start_call("sleep", 1.0)
     time.sleep(0.1)

@@ -64,6 +64,24 @@ def test_big_frames_and_frames_over_the_limit() -> None:
     assert reader.read() is None
 
 
+def test_the_limit_holds_for_frames_that_arrive_whole() -> None:
+    # Given a small limit and frames that each arrive in one read, or together
+    r, w = os.pipe()
+    reader = FrameReader(r, max_frame=100)
+    for pieces in ([_framed(b"x" * 101)], [_framed(b"y" * 101) + _framed(b"ok")]):
+        os.write(w, b"".join(pieces))
+        # Then the big one is refused (and skipped), the next one read
+        with pytest.raises(FrameTooLarge) as info:
+            reader.read()
+        assert info.value.size == 101 and info.value.head == pieces[0][4:68]
+    assert reader.read() == b"ok"
+    os.write(w, _framed(b"z" * 100))
+    assert reader.read() == b"z" * 100
+    os.close(w)
+    assert reader.read() is None
+    os.close(r)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=6), st.data())
 def test_any_split_of_any_frames_reads_back_the_same(frames: list[bytes], data) -> None:

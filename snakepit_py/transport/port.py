@@ -54,9 +54,11 @@ class FrameReader:
         if not buf:
             # The common case: one read brings exactly one frame.
             buf = os.read(self.fd, _READ_SIZE)
-            if len(buf) > 4 and len(buf) == _unpack_header(buf)[0] + 4:
-                return buf[4:]
-            if not buf:
+            if len(buf) > 4:
+                size = _unpack_header(buf)[0]
+                if len(buf) == size + 4 and size <= self.max_frame:
+                    return buf[4:]
+            elif not buf:
                 return None
         while len(buf) < 4:
             more = os.read(self.fd, _READ_SIZE)
@@ -65,14 +67,17 @@ class FrameReader:
             buf += more
         size = _unpack_header(buf)[0]
         end = 4 + size
+        if size > self.max_frame:  # (even when it is all here already)
+            head = buf[4 : 4 + 64]
+            if len(buf) >= end:
+                self._buf = buf[end:]
+            else:
+                self._buf = b""
+                self._drain(size - (len(buf) - 4))
+            raise FrameTooLarge(size, head)
         if len(buf) >= end:
             self._buf = buf[end:]
             return buf[4:end]
-        if size > self.max_frame:
-            self._buf = b""
-            head = buf[4 : 4 + 64]
-            self._drain(size - (len(buf) - 4))
-            raise FrameTooLarge(size, head)
         # A big frame: read straight into one preallocated buffer.
         frame = bytearray(size)
         view = memoryview(frame)

@@ -101,6 +101,22 @@ class Worker:
         return "finished"
 
     @snakepit.method
+    def context_handed_on(self) -> list:
+        """current_call() where the call's context is handed on: to_thread, copy_context."""
+        import contextvars
+        import threading
+
+        async def main() -> int:
+            return await asyncio.to_thread(lambda: snakepit.current_call().id)
+
+        seen = [asyncio.run(main())]
+        copied = contextvars.copy_context()
+        thread = threading.Thread(target=lambda: seen.append(copied.run(snakepit.current_call).id))
+        thread.start()
+        thread.join()
+        return seen
+
+    @snakepit.method
     def context(self) -> dict:
         call = snakepit.current_call()
         return {
