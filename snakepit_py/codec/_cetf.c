@@ -79,6 +79,14 @@ static PyObject *dec_binary(Reader *r) {
     return v;
 }
 
+/* Fills the n empty slots of a new list or tuple with decoded terms; -1 when
+ * one is not for C (the slots left NULL are what their dealloc expects). */
+static int dec_items(Reader *r, PyObject **items, Py_ssize_t n, int depth) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((items[i] = dec(r, depth)) == NULL) return -1;
+    return 0;
+}
+
 static PyObject *dec_list(Reader *r, int depth) {
     if (!has(r, 4)) return NULL;
     uint32_t n = be32(r->p + r->pos);
@@ -86,15 +94,8 @@ static PyObject *dec_list(Reader *r, int depth) {
     if ((Py_ssize_t)n >= r->len - r->pos) return NULL; /* each element and the tail take a byte */
     PyObject *list = PyList_New(n);
     if (list == NULL) return NULL;
-    for (uint32_t i = 0; i < n; i++) {
-        PyObject *item = dec(r, depth);
-        if (item == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, item);
-    }
-    if (!has(r, 1) || r->p[r->pos] != 106) { /* an improper list: Python builds it */
+    if (dec_items(r, PySequence_Fast_ITEMS(list), n, depth) ||
+        !has(r, 1) || r->p[r->pos] != 106) { /* (not NIL: an improper list, Python builds it) */
         Py_DECREF(list);
         return NULL;
     }
@@ -123,15 +124,7 @@ static PyObject *dec_string(Reader *r) {
 
 static PyObject *dec_tuple(Reader *r, Py_ssize_t n, int depth) {
     PyObject *tuple = PyTuple_New(n);
-    if (tuple == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = dec(r, depth);
-        if (item == NULL) {
-            Py_DECREF(tuple);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(tuple, i, item);
-    }
+    if (tuple != NULL && dec_items(r, PySequence_Fast_ITEMS(tuple), n, depth)) Py_CLEAR(tuple);
     return tuple;
 }
 
