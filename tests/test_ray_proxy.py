@@ -112,31 +112,67 @@ class TestRegistry:
 
     def test_names_outside_the_registry_are_refused_without_import(self) -> None:
         # Given an allow-list that does not cover "json"
-        catalog = Catalog(["tests"])
+        catalog = Catalog(["tests.allowpkg"])
         sys.modules.pop("json.tool", None)
         # When a frame names a function in json.tool, Then nothing is imported
         with pytest.raises(UnknownTask):
             catalog.get("json.tool.main", "task")
         assert "json.tool" not in sys.modules
 
+    def test_a_frame_never_causes_an_import(self) -> None:
+        # Given the allowed package, imported at start-up (its public modules only)
+        _forget_allowpkg()
+        catalog = Catalog(["tests.allowpkg"])
+        imported = sorted(_allowpkg_imports())
+        assert imported == ["tests.allowpkg", "tests.allowpkg.side_effect", "tests.allowpkg.task",
+                            "tests.allowpkg.tasks"]  # fmt: skip
+        # When frames name modules under the prefix, loaded or not
+        for name in ("tests.allowpkg.side_effect.nothing", "tests.allowpkg.absent.fn",
+                     "tests.allowpkg._hidden.reach", "tests.allowpkg.tasks.nothing"):  # fmt: skip
+            with pytest.raises(UnknownTask):
+                catalog.get(name, "task")
+        # Then no module was imported (nor imported again) after start-up
+        assert sorted(_allowpkg_imports()) == imported
+        assert "tests.allowpkg._hidden" not in sys.modules
+        assert "tests.allowpkg.absent" not in sys.modules
+
+    def test_allow_prefix_that_does_not_import_fails_at_start(self) -> None:
+        with pytest.raises(ProxyConfigError, match="--allow 'tests.no_such_pkg'"):
+            Catalog(["tests.no_such_pkg"])
+
     def test_allow_prefix_resolves_functions_defined_there(self) -> None:
-        catalog = Catalog(["tests"])
-        spec = catalog.get("tests.ray_tasks.not_registered", "task")
-        assert spec.target(7) == 7
+        catalog = Catalog(["tests.allowpkg"])
+        spec = catalog.get("tests.allowpkg.tasks.double", "task")
+        assert spec.target(7) == 14
+        assert catalog.get("tests.allowpkg.tasks.Box", "actor").target().get() == 1
         with pytest.raises(UnknownTask):  # private names never resolve
-            catalog.get("tests.ray_tasks._explode", "task")
+            catalog.get("tests.allowpkg.tasks._private", "task")
         with pytest.raises(UnknownTask):  # a task is not an actor
-            catalog.get("tests.ray_tasks.not_registered", "actor")
+            catalog.get("tests.allowpkg.tasks.double", "actor")
 
     def test_prefix_matches_on_module_boundaries(self) -> None:
         with pytest.raises(UnknownTask):
-            Catalog(["test"]).get("tests.ray_tasks.not_registered", "task")
+            Catalog(["tests.allowpkg.task"]).get("tests.allowpkg.tasks.double", "task")
 
     def test_registered_tasks_keep_their_function(self) -> None:
         import tests.ray_tasks as mod
 
         assert registered()["square"].target is mod.square and mod.square(3) == 9
         assert registered()["count"].is_generator
+
+
+def _allowpkg_imports() -> list[str]:
+    import builtins
+
+    return list(getattr(builtins, "_snakepit_allowpkg_imported", []))
+
+
+def _forget_allowpkg() -> None:
+    import builtins
+
+    for name in [n for n in sys.modules if n == "tests.allowpkg" or n.startswith("tests.allowpkg.")]:
+        del sys.modules[name]
+    builtins.__dict__.pop("_snakepit_allowpkg_imported", None)
 
 
 def test_descendants_tracks_children_by_pid() -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._registry import reject_unknown_options
 from ..errors import RegistryError
-from .errors import UnknownTask
+from .errors import ProxyConfigError, UnknownTask
 
 __all__ = ["task", "actor", "Spec", "Catalog", "registered"]
 
@@ -129,8 +131,14 @@ def actor(cls: type | None = None, /, **options: Any) -> Any:
 
 
 class Catalog:
-    """Resolves a name from a frame to a :class:`Spec`, without ever importing
-    a module that the launch options did not allow."""
+    """Resolves a name from a frame to a :class:`Spec`, without ever importing anything.
+
+    Every module under an ``--allow`` prefix is imported when the catalog is
+    built (at start-up, before ``:ready``): the prefix module and, for a
+    package, each of its public submodules. Afterwards a frame's name is only
+    looked up among modules already loaded, so no frame can make the proxy run
+    a module's import-time code.
+    """
 
     def __init__(self, allow: list[str] | tuple[str, ...] = ()) -> None:
         for prefix in allow:
@@ -138,6 +146,8 @@ class Catalog:
                 raise RegistryError(f"--allow takes a dotted module prefix; got: {prefix!r}")
         self.allow = tuple(allow)
         self._resolved: dict[str, Spec] = {}
+        for prefix in self.allow:
+            _import_tree(prefix)
 
     def names(self) -> list[str]:
         """The registered names (allowed-by-prefix names appear once used)."""
@@ -178,9 +188,9 @@ class Catalog:
             or not all(p.isidentifier() and not p.startswith("_") for p in parts)
         ):
             return None
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
+        # Only modules loaded already (at start-up, under an allowed prefix): never import here.
+        obj = getattr(sys.modules.get(module), attr, None)
+        if obj is None:
             return None
         if getattr(obj, "__module__", None) != module:
             return None  # re-exported from elsewhere: only code defined under the prefix
@@ -193,3 +203,26 @@ class Catalog:
         spec = Spec(name, kind, obj, dict(opts))
         self._resolved[name] = spec
         return spec
+
+
+def _import_tree(prefix: str) -> None:
+    """Import ``prefix`` and, if it is a package, every public submodule under it.
+
+    Raises:
+        ProxyConfigError: a module under the prefix cannot be imported.
+    """
+    todo = [prefix]
+    while todo:
+        name = todo.pop()
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise ProxyConfigError(
+                f"--allow {prefix!r}: importing {name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        path = getattr(module, "__path__", None)
+        if path is None:
+            continue
+        for info in pkgutil.iter_modules(path):
+            if not info.name.startswith("_"):  # private modules never resolve
+                todo.append(f"{name}.{info.name}")
