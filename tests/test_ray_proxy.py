@@ -170,7 +170,7 @@ def _allowpkg_imports() -> list[str]:
 def _forget_allowpkg() -> None:
     import builtins
 
-    for name in [n for n in sys.modules if n == "tests.allowpkg" or n.startswith("tests.allowpkg.")]:
+    for name in [n for n in sys.modules if n.partition(".")[2].startswith("allowpkg")]:
         del sys.modules[name]
     builtins.__dict__.pop("_snakepit_allowpkg_imported", None)
 
