@@ -1,8 +1,10 @@
 """Only the C part of the build; everything else is in pyproject.toml.
 
 The ETF codec's C accelerator (``snakepit_py/codec/_cetf.c``, see
-docs/runtime.md) is optional: where it cannot be compiled (no C compiler, no
-Python headers) the install goes on and the codec stays pure Python.
+docs/runtime.md) and the guard's process controls (``snakepit_py/_cproc.c``)
+are optional: where they cannot be compiled (no C compiler, no Python
+headers) the install goes on, the codec stays pure Python and the guard uses
+ctypes.
 """
 
 from setuptools import Extension, setup
@@ -10,5 +12,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("snakepit_py.codec._cetf", ["snakepit_py/codec/_cetf.c"], optional=True),
+        # the guard's prctl calls without ctypes (snakepit_py/_guard.py); optional too
+        Extension("snakepit_py._cproc", ["snakepit_py/_cproc.c"], optional=True),
     ]
 )

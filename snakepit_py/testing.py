@@ -262,9 +262,16 @@ class FakeSupervisor:
 
     @property
     def pid(self) -> int:
-        """The worker's OS pid."""
+        """The worker's OS pid (the process running your code; see ``guard_pid``)."""
         assert self.proc is not None
-        return self.proc.pid
+        pid = (self.ready or {}).get("pid")
+        return pid if isinstance(pid, int) else self.proc.pid
+
+    @property
+    def guard_pid(self) -> int | None:
+        """The guard's OS pid (the process this supervisor started), None if unguarded."""
+        assert self.proc is not None
+        return self.proc.pid if self.pid != self.proc.pid else None
 
     def close(self, timeout: float = 5.0) -> int | None:
         """End the worker's input and wait for it to exit; returns its exit code."""
@@ -297,9 +304,16 @@ class FakeSupervisor:
                 pass
 
     def kill(self) -> None:
-        """SIGKILL the worker."""
+        """SIGKILL the worker (its guard then kills what it left behind and exits)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            if self.pid != self.proc.pid:
+                try:
+                    os.kill(self.pid, 9)
+                    self.proc.wait(2.0)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait()
         self._end_input()
 
