@@ -333,11 +333,13 @@ class RayProxy:
     # --- Ray Jobs ---------------------------------------------------------------------------
 
     @snakepit.method
-    async def submit_job(self, entrypoint: str, runtime_env: dict | None = None,
+    async def submit_job(self, entrypoint: list[str] | str, runtime_env: dict | None = None,
                          metadata: dict | None = None, submission_id: str | None = None,
                          entrypoint_num_cpus: float | None = None) -> str:  # fmt: skip
-        """Submit a Ray job (a shell entrypoint, allow-listed at launch); returns its id."""
-        self.jobs.check(entrypoint)
+        """Submit a Ray job; returns its id. ``entrypoint``: a list of words (each quoted
+        for Ray's shell) or a string of plain words (no shell syntax); either must start
+        with an ``--allow-entrypoint`` prefix."""
+        self.jobs.check(entrypoint)  # refuse here, before a thread and the Jobs client
         kwargs: dict[str, Any] = {"runtime_env": runtime_env, "metadata": metadata,
                                   "submission_id": submission_id}  # fmt: skip
         if entrypoint_num_cpus is not None:

@@ -3,6 +3,8 @@ with ``type`` set to the class name, e.g. ``"UnknownTask"``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import SnakepitError
 
 __all__ = [
@@ -75,4 +77,15 @@ class JobsDisabled(RayProxyError):
 
 
 class EntrypointNotAllowed(RayProxyError, PermissionError):
-    """A Ray job entrypoint outside the ``--allow-entrypoint`` list."""
+    """A Ray job entrypoint outside the ``--allow-entrypoint`` list, or a string
+    entrypoint holding shell syntax.
+
+    Attributes:
+        entrypoint: the entrypoint as given.
+        char: the character that made it refused, if one did (e.g. ``"$"``).
+    """
+
+    def __init__(self, message: str, *, entrypoint: Any = None, char: str | None = None) -> None:
+        super().__init__(message)
+        self.entrypoint = entrypoint
+        self.char = char
