@@ -29,6 +29,7 @@ from ._wire import (
     EVENT,
     HEALTH,
     K_DETAILS,
+    LOG,
     NUMBERS,
     OK,
     READY,
@@ -115,8 +116,10 @@ class Dispatcher:
         default_grace_ms: int = 5000,
         write_soon: Callable[[bytes], None] | None = None,
         lazy_deadlines: bool = False,
+        max_frame: int = 64 * 2**20,
     ) -> None:
         self.registry = registry
+        self.max_frame = max_frame  # a result or chunk frame larger than this is :unencodable
         self.encode = codec.encode
         self._encode_ok = getattr(codec, "encode_ok", None) or (
             lambda call_id, result: codec.encode((OK, call_id, result))
@@ -184,8 +187,21 @@ class Dispatcher:
 
     def bad_request(self, call_id: int | None, message: str) -> None:
         """Answer a malformed frame or envelope."""
+        if call_id is not None and call_id in self._calls:
+            self._violation(call_id, message)
+            return
         self.failed += 1
         self.send((ERROR, call_id, error_map("bad_request", "BadRequest", message)))
+
+    def _violation(self, call_id: int, message: str) -> None:
+        """A refusal naming an id in flight: reported out of band, never as a second terminal.
+
+        The call in flight keeps its one terminal; the supervisor learns of the
+        protocol violation from a ``:log`` frame at ``:error``.
+        """
+        self.failed += 1
+        text = f"refused a frame naming a call id in flight (meta call_id): {message}"
+        self.send((LOG, A("error"), text, {A("logger"): "snakepit", A("call_id"): call_id}))
 
     def publish(self, name: str, data: Any) -> None:
         """Push an ``{:event, name, data}`` frame."""
@@ -346,14 +362,16 @@ class Dispatcher:
             ctx.add_credit(msg[2])
 
     def _on_health(self, msg: tuple) -> None:
-        if len(msg) != 2:
-            self.bad_request(None, "a health request is {:health, id}")
+        if len(msg) != 2 or type(msg[1]) is not int or msg[1] < 0:
+            self.bad_request(None, "a health request is {:health, id}, id a non-negative integer")
             return
         self.send((HEALTH, msg[1], self.health_report()))
 
     def _on_describe(self, msg: tuple) -> None:
-        if len(msg) != 2:
-            self.bad_request(None, "a describe request is {:describe, id}")
+        if len(msg) != 2 or type(msg[1]) is not int or msg[1] < 0:
+            self.bad_request(
+                None, "a describe request is {:describe, id}, id a non-negative integer"
+            )
             return
         self.send((DESCRIBE, msg[1], self.describe()))
 
@@ -509,6 +527,8 @@ class Dispatcher:
             frame = encode_chunk(ctx._seq, data)
         except EncodeError as exc:
             raise ChunkUnencodable(exc) from None
+        if len(frame) > self.max_frame:
+            raise ChunkUnencodable(self._oversize(frame, data)) from None
         ctx._seq += 1
         if ctx._credit is not None:
             ctx._credit -= 1
@@ -675,12 +695,23 @@ class Dispatcher:
     def _finish_ok(self, ctx: CallContext, result: Any, leave_user: bool = False) -> None:
         try:
             frame = self._encode_ok(ctx.id, result)
+            if len(frame) > self.max_frame:
+                raise self._oversize(frame, result)
         except EncodeError as exc:
             if leave_user:
                 ctx._leave_user()
             self._finish_error(ctx, unencodable_error(exc, "result"))
             return
         self._finish(ctx, frame, True, leave_user)
+
+    def _oversize(self, frame: bytes, value: Any) -> EncodeError:
+        """The error for a reply the peer would refuse: over ``max_frame`` (``--max-frame``)."""
+        exc = EncodeError(
+            f"its frame of {len(frame)} bytes is over the limit of {self.max_frame} bytes",
+            type(value).__qualname__,
+        )
+        exc.details = {"size": len(frame), "max_frame": self.max_frame}  # type: ignore[attr-defined]
+        return exc
 
     def _finish_error(self, ctx: CallContext, error: dict) -> None:
         self._finish(ctx, self.encode((ERROR, ctx.id, error)), False)
@@ -713,6 +744,9 @@ class Dispatcher:
         self._finish_error(ctx, error)
 
     def _reject(self, cid: int, kind: str, type_: str, message: str, **details: Any) -> None:
+        if cid in self._calls:  # never a second terminal for an id in flight
+            self._violation(cid, f"{kind}: {message}")
+            return
         self.failed += 1
         self.send((ERROR, cid, error_map(kind, type_, message, **details)))
 

@@ -313,7 +313,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         registry, codec, writer.write,
         threads=opts.threads, max_inflight=opts.max_inflight, worker_id=opts.worker_id,
         on_exit=exit_soon, default_grace_ms=opts.grace_ms, write_soon=writer.write_soon,
-        lazy_deadlines=True,
+        lazy_deadlines=True, max_frame=opts.max_frame,
     )  # fmt: skip
     _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())

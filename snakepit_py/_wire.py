@@ -77,9 +77,10 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def unencodable_error(exc: EncodeError, what: str) -> dict:
+    extra = getattr(exc, "details", None) or {}  # size and max_frame, for an oversize reply
     return error_map(
         "unencodable", "EncodeError", f"the {what} cannot be encoded: {exc}",
-        None, type=exc.value_type or "",
+        None, type=exc.value_type or "", **extra,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from snakepit_py import Atom
 from snakepit_py.codec import etf
+from snakepit_py.errors import CallError
 from snakepit_py.testing import FakeSupervisor
 
 CALL = Atom("call")
@@ -76,13 +77,50 @@ def test_negative_and_non_integer_ids_get_nil(sup):
     _bad_request(sup, etf.encode((CALL, "one", "add", [1, 2], {}, {})))
 
 
-def test_duplicate_id_in_flight(sup):
+def test_a_duplicate_id_in_flight_never_gets_a_second_terminal(sup):
+    # Given a call in flight
     first = sup.start_call("sleep", 0.3, call_id=4242)
+    logged = len(sup.logs)
+    # When another call, or a refused frame, names its id
     sup.send_term((CALL, 4242, "add", [1, 2], {}, {}))
-    kind, error, _ = first.next_event(10)
-    assert kind == "error" and "already in flight" in error["message"]
-    again = sup.expect(4242)  # the first call (0.3 s) still gets its own answer
-    assert again.next_event(10)[:2] == ("ok", "slept")
+    sup.send_term((CALL, 4242, "no_such_method", [], {}, {}))
+    sup.send_term((CALL, 4242, 7, [], {}, {}))
+    # Then the first call gets exactly one terminal, its own
+    assert first.next_event(10)[:2] == ("ok", "slept")
+    assert sup.call("add", 1, 2) == 3
+    with pytest.raises(Exception):  # noqa: B017 - nothing more arrives for 4242
+        sup.expect(4242).next_event(0.3)
+    # And each violation is reported out of band, a :log frame at :error naming the id
+    reports = [m for m in sup.logs[logged:] if m[3].get("call_id") == 4242]
+    assert len(reports) == 3 and all(m[1] == "error" for m in reports)
+    assert "already in flight" in reports[0][2] and reports[0][3]["call_id"] == 4242
+
+
+def test_health_and_describe_refuse_ids_that_are_not_integers(sup):
+    for tag in ("health", "describe"):
+        for bad in ("one", [1], -1, 1.5):
+            err = _bad_request(sup, etf.encode((Atom(tag), bad)))
+            assert err["message"].startswith(f"a {tag}")
+    assert sup.health()["status"] in ("healthy", "busy")
+
+
+def test_a_result_over_the_frame_limit_is_unencodable(sup):
+    # max_frame is 1 MiB for this worker
+    with pytest.raises(CallError) as info:
+        sup.call("blob", 2 << 20)
+    err = info.value
+    assert err.kind == "unencodable" and "over the limit" in err.message
+    assert err.details["size"] > 2 << 20 and err.details["max_frame"] == 1 << 20
+    assert sup.call("blob", 1000) == "x" * 1000
+
+
+def test_a_chunk_over_the_frame_limit_ends_the_stream_unencodable(sup):
+    stream = sup.stream("blob_chunks", 2 << 20)
+    assert next(stream) == "small"
+    with pytest.raises(CallError) as info:
+        next(stream)
+    assert info.value.kind == "unencodable" and info.value.details["max_frame"] == 1 << 20
+    assert sup.call("add", 1, 2) == 3
 
 
 def test_oversize_frame_is_drained_and_refused_with_its_id(sup):

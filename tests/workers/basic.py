@@ -70,6 +70,17 @@ class Worker:
         return {"obj": object()}
 
     @snakepit.method
+    def blob(self, size: int) -> bytes:
+        """``size`` bytes (for replies over the frame limit)."""
+        return b"x" * size
+
+    @snakepit.method
+    def blob_chunks(self, size: int):
+        """A small chunk, then one of ``size`` bytes (for chunks over the frame limit)."""
+        yield b"small"
+        yield b"x" * size
+
+    @snakepit.method
     def sleep(self, seconds: float = 0.2) -> str:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
