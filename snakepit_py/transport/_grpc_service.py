@@ -196,7 +196,10 @@ class WorkerService:
     def _session_error(self, session: SessionRoute, ext: Any, message: str) -> None:
         """Answer ``:bad_request`` on this session, naming the id the session used."""
         router = self.router
-        iid = router.register(session, ext) if ext is not None else None
+        if ext is not None and ext in session.calls:
+            iid = session.calls[ext]  # in flight: reported out of band, never a second terminal
+        else:
+            iid = router.register(session, ext) if ext is not None else None
         router.set_origin(session)
         try:
             self.dispatcher.bad_request(iid, message)
