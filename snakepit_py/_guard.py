@@ -23,7 +23,9 @@ alone: a guard killed first cannot sweep. Costs: one ``fork`` (~0.4 ms) before
 few MB of its own). ``SNAKEPIT_GUARD=0`` turns it off (then the worker is its
 own subreaper and sweeps only on a clean exit). It is also off when threads
 already run at the fork (a script that started threads before
-``snakepit.run()``): the guard would carry a copy of them.
+``snakepit.run()``): the guard would carry a copy of them. A descendant
+started with ``SNAKEPIT_GUARD_SPARE=1`` in its environment is not killed after
+a crash (a sweeper that must finish its own clean-up and then ends by itself).
 """
 
 from __future__ import annotations
@@ -138,10 +140,18 @@ def _guard(worker: int) -> None:
 
 
 def _kill_all() -> None:
-    """SIGKILL every descendant until none is left (one may fork while we look), for 1 s at most."""
+    """SIGKILL every descendant until none is left (one may fork while we look), for 1 s at most.
+
+    A process started with ``SNAKEPIT_GUARD_SPARE=1`` in its environment is
+    spared: a crash sweeper of the worker's own that must outlive it briefly
+    and ends by itself (the Ray proxy's watchdog, which removes Ray's temp dir).
+    """
     end = time.monotonic() + 1.0
+    spared: set[int] = set()
     while True:
-        pids = _lifecycle.descendants()
+        pids = [p for p in _lifecycle.descendants() if p not in spared]
+        spared.update(p for p in pids if _spared(p))
+        pids = [p for p in pids if p not in spared]
         if not pids or time.monotonic() > end:
             break
         for pid in pids:
@@ -152,6 +162,14 @@ def _kill_all() -> None:
         _lifecycle.reap()
         time.sleep(0.001)
     _lifecycle.reap()
+
+
+def _spared(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"SNAKEPIT_GUARD_SPARE=1" in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def _max_fd() -> int:

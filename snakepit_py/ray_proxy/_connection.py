@@ -143,6 +143,8 @@ class RayConnection:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C or group signal must not reach it
+            # the worker's guard spares it after a crash: it removes the temp dir, then exits
+            env={**os.environ, "SNAKEPIT_GUARD_SPARE": "1"},
         )
         self._before.add(self._watchdog.pid)
 
