@@ -130,10 +130,11 @@ def spawn_times(rounds: int, worker: str) -> tuple[float, float, float]:
 
 
 def idle_rss_mb(worker: str) -> float:
+    """The idle worker's RSS (the worker's own: the ``pid`` in ``:ready``, not the guard's)."""
     p = Peer([sys.executable, "-m", "snakepit_py", "worker", worker])
-    p.recv()
+    pid = etf.decode(p.recv())[1][A("pid")]
     time.sleep(0.3)
-    with open(f"/proc/{p.pid}/status") as f:
+    with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     p.close()
     return rss / 1024
