@@ -35,6 +35,14 @@ def _load_or_die(target: str):
 
 
 def _serve(load, opts) -> None:
+    from ._guard import start as start_guard
+
+    start_guard()  # before anything else: no threads, no user code yet (see _guard.py)
+    import faulthandler  # (built in: costs nothing at start-up)
+
+    # A crash in C code leaves every thread's Python stack on stderr (the
+    # supervisor's log), not just a dead process.
+    faulthandler.enable()
     if opts.grpc:
         from .transport.grpc import serve as serve_grpc
 
