@@ -38,6 +38,7 @@ class WorkerOptions:
         self.worker_id: str | None = None
         self.grpc: str | None = None
         self.grpc_token: str | None = None
+        self.grpc_max_streams = 64
         self.tls_cert: str | None = None
         self.tls_key: str | None = None
         self.parent_pid: int | None = None
@@ -93,6 +94,9 @@ _TABLE = {
     "--grpc": ("grpc", str, None, None, "HOST:PORT", "serve over gRPC instead of the Port"),
     "--grpc-token": ("grpc_token", str, "SNAKEPIT_GRPC_TOKEN", None, "TOKEN",
                      "require 'authorization: Bearer TOKEN' on every gRPC call"),
+    "--grpc-max-streams": ("grpc_max_streams", _positive, None, 64, "N",
+                           "gRPC streams (Session, Stream, Watch) open at once; more get "
+                           "RESOURCE_EXHAUSTED (default 64)"),
     "--tls-cert": ("tls_cert", str, None, None, "PEM", "gRPC TLS certificate chain (PEM)"),
     "--tls-key": ("tls_key", str, None, None, "PEM", "gRPC TLS private key (PEM)"),
     "--parent-pid": ("parent_pid", int, None, None, "PID",

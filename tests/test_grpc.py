@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -243,6 +245,159 @@ def test_session_frame_over_max_frame_is_a_bad_request():
         assert sup.call("add", 1, 2) == 3
 
 
+def test_loopback_is_decided_by_the_resolved_addresses_not_the_spelling(monkeypatch):
+    from snakepit_py.transport import grpc as transport
+
+    answers = {
+        "127.x.example": ["93.184.216.34"],
+        "local.example": ["127.0.0.1", "::1"],
+        "mixed.example": ["127.0.0.1", "10.0.0.1"],
+    }
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, 0)) for a in answers[host]]  # fmt: skip
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # A name is loopback only if every address it resolves to is; one that does not resolve is not
+    assert not transport.is_loopback("127.x.example")
+    assert transport.is_loopback("local.example")
+    assert not transport.is_loopback("mixed.example")
+    assert not transport.is_loopback("127.nowhere.invalid")
+    # IP literals need no DNS (the fake above knows none of them)
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"):
+        assert transport.is_loopback(host), host
+    for host in ("0.0.0.0", "::", "10.0.0.1", "::ffff:10.0.0.1"):
+        assert not transport.is_loopback(host), host
+
+
+def test_a_bind_host_that_does_not_resolve_is_refused_with_a_message(worker):
+    w = worker("--grpc", "127.snakepit.invalid:0")
+    code, err = w.finish()
+    assert code == 2 and w.address is None
+    assert "cannot resolve" in err and "127.snakepit.invalid" in err
+
+
+# --- streams cannot take the server ---------------------------------------------------------
+
+
+def _idle(stop: threading.Event):
+    """A Session's request stream that sends nothing until ``stop`` is set."""
+    stop.wait()
+    yield from ()
+
+
+def _first(responses) -> object:
+    """The first response of a streaming RPC, or the status code that ended it."""
+    try:
+        return next(responses)
+    except grpc.RpcError as err:
+        return err
+
+
+def _refused(outcomes: list) -> list:
+    return [o for o in outcomes if isinstance(o, grpc.RpcError)]
+
+
+def test_a_flood_of_idle_sessions_leaves_call_and_health_check_answering(worker):
+    # Given a worker with the defaults (64 streams at most)
+    w = worker("--grpc", "127.0.0.1:0")
+    stop = threading.Event()
+    try:
+        with w.client() as c:
+            # When a client opens 150 Sessions and sends nothing on them
+            sessions = [c.session(_idle(stop), timeout=30) for _ in range(150)]
+            outcomes = [_first(s) for s in sessions]
+            # Then 64 are served and the rest are refused at once, saying why
+            refused = _refused(outcomes)
+            assert len(refused) == 150 - 64
+            for err in refused:
+                assert _code(err) == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "--grpc-max-streams" in err.details()
+            # ...and the unary RPCs still answer
+            assert c.call("add", 1, 2, timeout=5) == 3
+            assert c.serving_status(timeout=5) == "SERVING"
+            assert c.health(timeout=5)["status"] == "healthy"
+    finally:
+        stop.set()
+
+
+def test_a_flood_of_authenticated_watch_streams_leaves_health_check_answering(worker):
+    from snakepit_py.transport._grpc_health import decode_response, encode_request
+
+    # Given a worker with a token, and a client that has it
+    w = worker("--grpc", "127.0.0.1:0", env={"SNAKEPIT_GRPC_TOKEN": "s3cret"})
+    with w.client(token="s3cret") as c:
+        watch = c.channel.unary_stream("/grpc.health.v1.Health/Watch", encode_request,
+                                       decode_response)  # fmt: skip
+        # When it opens 120 Watch streams
+        watches = [watch("", timeout=30, metadata=c.metadata) for _ in range(120)]
+        outcomes = [_first(s) for s in watches]
+        # Then those over the limit are refused, and Check and Call still answer
+        assert outcomes.count("SERVING") == 64
+        assert {_code(e) for e in _refused(outcomes)} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert c.serving_status(timeout=5) == "SERVING"
+        assert c.call("add", 1, 2, timeout=5) == 3
+        # A client without the token is told so, not that the server is full
+        with pytest.raises(grpc.RpcError) as info:
+            next(watch("", timeout=5))
+        assert _code(info.value) == grpc.StatusCode.UNAUTHENTICATED
+        for s in watches:
+            s.cancel()
+
+
+def test_a_stream_gives_its_slot_back_however_it_ends(worker):
+    w = worker("--grpc", "127.0.0.1:0", "--grpc-max-streams", "2")
+    stop = threading.Event()
+    try:
+        with w.client() as c:
+            # Streams that finish or fail give their slot back (more of them than slots)
+            for _ in range(3):
+                assert list(c.stream("count", 3)) == [0, 1, 2]
+                with pytest.raises(CallError):
+                    list(c.stream("gen_fail"))
+            # Two open streams fill the slots; a third is refused, unary calls are not
+            session = c.session(_idle(stop), timeout=30)
+            assert not isinstance(_first(session), grpc.RpcError)
+            endless = c.stream("async_forever")  # (async: the one sync thread stays free)
+            next(endless)
+            third = _first(c.stream("count", 1))
+            assert _code(third) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "at most 2 streaming RPCs" in third.details()
+            assert c.call("add", 1, 2, timeout=5) == 3
+            # A cancelled stream gives its slot back
+            endless.cancel()
+            assert _eventually(lambda: list(c.stream("count", 1)) == [0])
+            # So does a Session whose client ends it: two streams fit again
+            stop.set()
+
+            def two_fit() -> bool:
+                streams = [c.stream("async_forever") for _ in range(2)]
+                outcomes = [_first(s) for s in streams]
+                for s in streams:
+                    s.cancel()
+                return not _refused(outcomes)
+
+            assert _eventually(two_fit)
+    finally:
+        stop.set()
+
+
+def _eventually(attempt, seconds: float = 5.0) -> bool:
+    """True once ``attempt()`` is true; refusals meanwhile count as not yet."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if attempt():
+                return True
+        except grpc.RpcError as err:
+            assert _code(err) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        time.sleep(0.05)
+    return False
+
+
 # --- the unary and streaming RPCs -----------------------------------------------------------
 
 
@@ -279,6 +434,35 @@ def test_unknown_codec_is_invalid_argument(client):
     with pytest.raises(grpc.RpcError) as info:
         call(pb.CallRequest(method="add", codec="json", args=b"[1,"))
     assert _code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _raw_json_call(client, args: bytes) -> grpc.RpcError:
+    from snakepit_py._proto.snakepit.v1 import worker_pb2 as pb
+
+    call = client.channel.unary_unary(
+        "/snakepit.v1.Worker/Call", pb.CallRequest.SerializeToString, pb.CallReply.FromString
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        call(pb.CallRequest(method="echo", codec="json", args=args), timeout=10)
+    return info.value
+
+
+def test_deeply_nested_json_arguments_are_invalid_argument(client):
+    err = _raw_json_call(client, b"[" * 100_000)
+    assert _code(err) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested too deeply" in err.details()
+    assert client.call("add", 1, 2) == 3
+
+
+def test_json_has_no_infinity_or_nan_so_they_are_refused_both_ways(client):
+    # In: a number too large for a float, and the non-standard constants
+    for args in (b"[1e999999]", b"[-1e999999]", b"[NaN]", b"[Infinity]"):
+        assert _code(_raw_json_call(client, args)) == grpc.StatusCode.INVALID_ARGUMENT, args
+    # Out: a result that is infinite cannot be written as JSON
+    with GrpcClient(client.target, codec="json") as c:
+        assert c.call("scale", 1.5e300, 2.0) == 3e300
+        err = pytest.raises(CallError, c.call, "scale", 1e308, 10.0).value
+        assert err.kind == "unencodable"
 
 
 def test_errors_map_to_status_codes_with_the_error_in_trailers(client):

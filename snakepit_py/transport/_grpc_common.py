@@ -6,6 +6,7 @@ Imported only in gRPC mode (it imports grpc and the generated protobuf code).
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,21 +39,39 @@ STATUS = {
 
 def _json_encode(obj: Any) -> bytes:
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        # allow_nan=False: JSON has no NaN or infinity; json would write a bare ``Infinity``.
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"not JSON-encodable: {exc}", _culprit(exc)) from None
+    except RecursionError:
+        raise EncodeError("not JSON-encodable: nested too deeply") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # a number too large for a float, like 1e999999
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json_decode(data: bytes) -> Any:
     try:
-        return json.loads(data)
+        return json.loads(data, parse_float=_finite, parse_constant=_no_constant)
     except ValueError as exc:
         raise DecodeError(f"invalid JSON: {exc}", data) from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply", data[:64]) from None
 
 
 def _culprit(exc: Exception) -> str | None:
     # json says "Object of type bytes is not JSON serializable"
     text = str(exc)
+    if text.startswith("Out of range float"):
+        return "float"
     if text.startswith("Object of type ") and " is not" in text:
         return text[len("Object of type ") : text.index(" is not")]
     return None

@@ -10,8 +10,10 @@ Imported only in gRPC mode.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -31,9 +33,7 @@ from ._grpc_health import NOT_SERVING, HealthService
 from ._grpc_router import TERMS, Router
 from ._grpc_service import SyncThreads, WorkerService, import_messages
 
-__all__ = ["serve", "parse_address", "is_loopback", "server_options"]
-
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+__all__ = ["serve", "parse_address", "is_loopback", "resolve", "server_options"]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -49,9 +49,37 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` stands for: itself if it is an IP literal, else what DNS says.
+
+    Raises:
+        OSError: the name does not resolve (``socket.gaierror``).
+    """
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    # A scoped IPv6 address comes back as "fe80::1%eth0"; the scope is no part of the address.
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+
+
 def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach."""
-    return host in _LOOPBACK or host.startswith("127.")
+    """True when every address ``host`` resolves to is a loopback one.
+
+    Decided on the addresses, not the spelling: ``127.x.example`` can point
+    anywhere. A name that does not resolve is not loopback.
+    """
+    try:
+        addresses = resolve(host)
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(_loopback_address(a) for a in addresses)
+
+
+def _loopback_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
 
 
 def server_options(max_frame: int) -> list[tuple[str, Any]]:
@@ -106,9 +134,119 @@ def _deny(handler: Any, why: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+class _StreamLimit(grpc.ServerInterceptor):
+    """At most ``limit`` streaming RPCs open at once; one more is refused at once.
+
+    A streaming RPC (Session, Stream, health Watch) holds a server thread for as
+    long as it is open, so without a bound idle streams would take every thread
+    and unary RPCs (``Call``, health ``Check``) would wait behind them. The
+    server's pool has ``limit`` threads more than the unary RPCs need; a slot is
+    given back only when the RPC's thread is done with it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        # Reentrant: a dropped stream's __del__ may give its slot back at any moment.
+        self._lock = threading.RLock()
+        self._refusal = (
+            f"too many streams: this worker serves at most {limit} streaming RPCs (Session, "
+            "Stream, Watch) at once (--grpc-max-streams); close one or retry later"
+        )
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or not (handler.request_streaming or handler.response_streaming):
+            return handler
+        kind = _kind(handler)
+        make = getattr(grpc, f"{kind}_rpc_method_handler")
+        return make(self._guard(getattr(handler, kind)), handler.request_deserializer,
+                    handler.response_serializer)  # fmt: skip
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+    def _guard(self, behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            if not self._take():
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._refusal)
+            try:
+                result = behavior(request, context)
+            except BaseException:
+                self.give()
+                raise
+            if not hasattr(result, "__next__"):  # stream-unary: answered, the thread is free
+                self.give()
+                return result
+            return _Held(result, self)
+
+        return guarded
+
+
+def _kind(handler: Any) -> str:
+    if handler.request_streaming:
+        return "stream_stream" if handler.response_streaming else "stream_unary"
+    return "unary_stream"
+
+
+class _Held:
+    """A response iterator that gives its stream slot back when it ends or is dropped."""
+
+    __slots__ = ("_responses", "_limit")
+
+    def __init__(self, responses: Any, limit: _StreamLimit) -> None:
+        self._responses = responses
+        self._limit: _StreamLimit | None = limit
+
+    def __iter__(self) -> _Held:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._responses)
+        except BaseException:  # the end, an abort, an error: the thread leaves the stream
+            self.release()
+            raise
+
+    def release(self) -> None:
+        limit, self._limit = self._limit, None
+        if limit is not None:
+            limit.give()
+
+    def __del__(self) -> None:  # the server dropped the iterator (the client went away)
+        self.release()
+
+
 def _refuse(message: str) -> NoReturn:
     print(f"snakepit-py: {message}", file=sys.stderr, flush=True)
     os._exit(2)
+
+
+def _require_loopback(host: str) -> None:
+    """Exit (code 2) unless ``host`` resolves to loopback addresses only."""
+    try:
+        addresses = resolve(host)
+    except (OSError, UnicodeError) as exc:
+        _refuse(f"cannot resolve the --grpc host {host!r} ({exc}), so cannot tell whether "
+                "other machines could reach it; bind 127.0.0.1 or [::1]")  # fmt: skip
+    if addresses and all(_loopback_address(a) for a in addresses):
+        return
+    shown = ", ".join(sorted({str(a) for a in addresses}))
+    where = host if shown == host else f"{host} ({shown})"
+    _refuse(
+        f"refusing to serve gRPC on {where}, which other machines can reach, with no "
+        "authentication: anyone who can connect could run this worker's methods. Pass "
+        "--grpc-token TOKEN (or SNAKEPIT_GRPC_TOKEN) and/or --tls-cert/--tls-key, or bind "
+        "127.0.0.1 and tunnel."
+    )
 
 
 def _credentials(opts: WorkerOptions) -> grpc.ServerCredentials | None:
@@ -143,9 +281,14 @@ class _Server:
         codec = get_codec(opts.codec)
         service = WorkerService(self.dispatcher, self.router, self.pool, codec, opts.max_frame,
                                 self.drain)  # fmt: skip
+        self.streams = _StreamLimit(opts.grpc_max_streams)
+        # After the token check: a refused client never takes a stream slot.
         interceptors = [_TokenAuth(opts.grpc_token)] if opts.grpc_token else []
-        # One thread per RPC in flight: calls (max_inflight), sessions, health watchers.
-        workers = opts.max_inflight + 2 * opts.threads + 16
+        interceptors.append(self.streams)
+        # One thread per RPC in flight: the streams (bounded above), unary calls
+        # (bounded by max_inflight), and a margin for health checks, Describe and
+        # refusals. Streams can never take the threads unary RPCs need.
+        workers = opts.grpc_max_streams + opts.max_inflight + 2 * opts.threads + 16
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snakepit-grpc"),
             handlers=[service.handler(), self.health.handler()],
@@ -221,13 +364,8 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     except ValueError as exc:
         _refuse(str(exc))
     creds = _credentials(opts)
-    if not is_loopback(host) and not opts.grpc_token and creds is None:
-        _refuse(
-            f"refusing to serve gRPC on {host}, which other machines can reach, with no "
-            "authentication: anyone who can connect could run this worker's methods. Pass "
-            "--grpc-token TOKEN (or SNAKEPIT_GRPC_TOKEN) and/or --tls-cert/--tls-key, or bind "
-            "127.0.0.1 and tunnel."
-        )
+    if not opts.grpc_token and creds is None:
+        _require_loopback(host)
     # Ignored with a do-nothing handler, not SIG_IGN, which children would inherit.
     signal.signal(signal.SIGINT, _server._ignore_signal)
     _lifecycle.become_subreaper()
