@@ -12,11 +12,23 @@ defmodule Snakepit.Error do
 
   The harness adds:
 
-    * `:worker_crashed` - the Python process died while the call was in flight
+    * `:worker_crashed` - the Python process ended while the call was in
+      flight: it exited or was killed (`details.exit_status`), its port
+      closed with an error and no exit status (`details.port_closed`, e.g.
+      `:epipe`), or the harness killed it because another call ignored its
+      cancel (`details.killed_for`, that call's id). `message` ends with the
+      last lines of the process's output (a segfault's faulthandler report),
+      also in `details.output_tail`
+    * `:worker_hung` - the Python process left `:hung_after` health polls in a
+      row unanswered (stopped, deadlocked, or stuck in C code holding the
+      GIL); it was killed and is being replaced. `details.missed_polls`
     * `:protocol_error` - the worker sent a frame the BEAM refused to decode
     * `:start_failed` - the worker never sent `:ready`; `message` ends with the
       tail of its stderr
     * `:timeout` - also used when the caller's own timeout runs out first
+    * `:cancelled` - also used when a cancelled call did not end within
+      `:cancel_grace` and its Python process was killed
+      (`details.reason == "killed"`)
     * `:noproc` - the pool or worker is not running
 
   `details` is the protocol's `details` map (e.g. `known` method names for
@@ -36,6 +48,7 @@ defmodule Snakepit.Error do
           | :overloaded
           | :shutting_down
           | :worker_crashed
+          | :worker_hung
           | :protocol_error
           | :start_failed
           | :noproc

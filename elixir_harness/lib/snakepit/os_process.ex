@@ -85,6 +85,98 @@ defmodule Snakepit.OSProcess do
     :ok
   end
 
+  @doc "Sends `signal` to several OS pids with one `kill`; vanished pids are fine."
+  @spec signal_all([pos_integer()], String.t()) :: :ok
+  def signal_all([], _signal), do: :ok
+
+  def signal_all(os_pids, signal) do
+    System.cmd("kill", ["-#{signal}" | Enum.map(os_pids, &Integer.to_string/1)],
+      stderr_to_stdout: true
+    )
+
+    :ok
+  end
+
+  @doc """
+  SIGKILLs a worker's process tree, leaving nothing behind.
+
+  `worker` is the Python worker's OS pid, `port_pid` the OS pid the Port
+  spawned. They are the same process unless the worker runs under a guard
+  (a child subreaper that forks the worker, sweeps its descendants when it
+  dies, then exits). The worker and every descendant found now are killed at
+  once. A guard is not killed first (what the worker spawns in the meantime
+  would escape it): it gets `guard_grace` ms to sweep and exit by itself, and
+  is killed, with whatever is left under it, only if it has not.
+  """
+  @spec kill_tree(pos_integer() | nil, pos_integer() | nil, non_neg_integer()) :: :ok
+  def kill_tree(worker, port_pid, guard_grace \\ 1_000)
+
+  def kill_tree(worker, port_pid, _guard_grace) when port_pid in [nil, worker] do
+    # Found before the kill: once the worker is dead its children are re-parented.
+    tree = if worker, do: [worker | descendants(worker)], else: []
+    signal_all(tree, "KILL")
+  end
+
+  def kill_tree(worker, guard, guard_grace) do
+    signal_all(Enum.uniq([worker | descendants(guard)]) -- [guard], "KILL")
+    identity = start_time(guard)
+
+    # Not in the caller: it must not block, and must outlive it.
+    spawn(fn ->
+      unless await_exit(guard, guard_grace) or start_time(guard) != identity do
+        signal_all(descendants(guard) ++ [guard], "KILL")
+      end
+    end)
+
+    :ok
+  end
+
+  @doc "Every descendant of `os_pid`, parents before children (from /proc; [] without it)."
+  @spec descendants(pos_integer()) :: [pos_integer()]
+  def descendants(os_pid) do
+    case File.ls("/proc") do
+      {:ok, entries} ->
+        children =
+          for entry <- entries,
+              {pid, ""} <- [Integer.parse(entry)],
+              [_state, ppid | _] <- [stat_fields(pid)],
+              do: {String.to_integer(ppid), pid}
+
+        children |> Enum.group_by(&elem(&1, 0), &elem(&1, 1)) |> walk([os_pid], [])
+
+      {:error, _} ->
+        []
+    end
+  end
+
+  defp walk(_children, [], acc), do: Enum.reverse(acc)
+
+  defp walk(children, [pid | rest], acc) do
+    kids = Map.get(children, pid, [])
+    walk(children, rest ++ kids, Enum.reverse(kids, acc))
+  end
+
+  # A process's start time (clock ticks since boot): tells a pid apart from a
+  # later process that reuses the number.
+  defp start_time(os_pid) do
+    case stat_fields(os_pid) do
+      fields when length(fields) > 19 -> Enum.at(fields, 19)
+      _ -> nil
+    end
+  end
+
+  # The fields of /proc/PID/stat after "pid (comm)" (comm may hold spaces and
+  # parentheses: the fields follow the last ')'), from the state on.
+  defp stat_fields(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} ->
+        stat |> :binary.split(")", [:global]) |> List.last() |> String.split(" ", trim: true)
+
+      {:error, _} ->
+        []
+    end
+  end
+
   @doc "Waits up to `timeout` ms for the OS pid to be gone; true if it is."
   @spec await_exit(pos_integer() | nil, non_neg_integer()) :: boolean()
   def await_exit(os_pid, timeout) do

@@ -8,7 +8,9 @@ defmodule Snakepit.Pool do
   Each call goes to an idle worker; when every worker is busy it waits in a
   FIFO queue. A worker whose Python process dies fails its in-flight call at
   once (`:worker_crashed`) and comes back by itself; the pool routes around it
-  meanwhile.
+  meanwhile, and calls waiting in the queue go to the other workers or to the
+  replacement. A worker that stops answering its health polls is killed and
+  replaced the same way (`:worker_hung`).
 
   ## Affinity
 
@@ -26,9 +28,11 @@ defmodule Snakepit.Pool do
     * `:python` - the interpreter (see `Snakepit.Worker`)
     * `:worker_opts` - CLI options for each Python worker, e.g. `[threads: 2]`
     * `:worker_args` - strings after `--` for the worker's own code
-    * `:health_interval` - ms between health polls, or `nil` (default) for none
-    * `:start_timeout`, `:shutdown_grace`, `:cancel_grace`, `:output`,
-      `:restart_window`, `:cd`, `:env` - passed to every `Snakepit.Worker`
+    * `:health_interval` - ms between each worker's health polls (default
+      5_000), or `nil` for none; also what hang detection counts in
+    * `:hung_after`, `:start_timeout`, `:shutdown_grace`, `:cancel_grace`,
+      `:stable_after`, `:restart_window`, `:output`, `:cd`, `:env` - passed to
+      every `Snakepit.Worker` (see its options)
 
   `start_link/1` returns once every worker is ready, or
   `{:error, %Snakepit.Error{kind: :start_failed}}` if one could not start.
@@ -45,12 +49,15 @@ defmodule Snakepit.Pool do
     :start_timeout,
     :shutdown_grace,
     :cancel_grace,
+    :health_interval,
+    :hung_after,
+    :stable_after,
     :output,
     :restart_window,
     :cd,
     :env
   ]
-  @known [:name, :target, :size, :health_interval | @worker_keys]
+  @known [:name, :target, :size | @worker_keys]
 
   @type name :: atom()
 
@@ -98,7 +105,7 @@ defmodule Snakepit.Pool do
   @doc """
   Pool statistics: `workers`, `ready`, `busy`, `idle`, `down`, `queue_depth`,
   `avg_queue_time_ms` (over every call dispatched), `served`, `restarts` and
-  `worker_details` (one map per worker: `worker_id`, `os_pid`, `status`,
+  `worker_details` (one map per worker: `worker_id`, `os_pid`, `guard_pid`, `status`,
   `served`, `loaded_models`).
   """
   @spec stats(name()) :: map()
@@ -127,17 +134,11 @@ defmodule Snakepit.Pool do
     unless is_integer(size) and size > 0,
       do: raise(ArgumentError, ":size must be a positive integer, got: #{inspect(size)}")
 
-    interval = opts[:health_interval]
-
-    unless is_nil(interval) or (is_integer(interval) and interval > 0),
-      do:
-        raise(
-          ArgumentError,
-          ":health_interval must be a positive integer or nil, got: #{inspect(interval)}"
-        )
-
     unless is_binary(opts[:target]),
       do: raise(ArgumentError, ":target must be a string, got: #{inspect(opts[:target])}")
+
+    # the workers' own options fail here, not inside the supervisor
+    Worker.validate!(Keyword.take(opts, [:target | @worker_keys]))
 
     Keyword.put(opts, :size, size)
   end
@@ -146,14 +147,11 @@ defmodule Snakepit.Pool do
 
   @impl true
   def init({opts, sup}) do
-    if interval = opts[:health_interval], do: Process.send_after(self(), :health_poll, interval)
-
     {:ok,
      %{
        name: opts[:name],
        sup: sup,
        size: opts[:size],
-       health_interval: opts[:health_interval],
        workers: %{},
        calls: %{},
        queue: :queue.new(),
@@ -228,7 +226,8 @@ defmodule Snakepit.Pool do
     w =
       state.workers
       |> Map.get_lazy(pid, fn -> new_worker(pid) end)
-      |> Map.merge(%{status: :idle, call: nil, worker_id: info.worker_id, os_pid: info.os_pid})
+      |> Map.merge(%{status: :idle, call: nil})
+      |> Map.merge(Map.take(info, [:worker_id, :os_pid, :guard_pid]))
       |> Map.put(:ever_ready, true)
 
     state = %{state | workers: Map.put(state.workers, pid, w)}
@@ -301,15 +300,6 @@ defmodule Snakepit.Pool do
     end
   end
 
-  def handle_info(:health_poll, state) do
-    for {pid, %{status: status}} <- state.workers,
-        status != :down,
-        do: send(pid, :"$snakepit_poll_health")
-
-    Process.send_after(self(), :health_poll, state.health_interval)
-    {:noreply, state}
-  end
-
   def handle_info(_other, state), do: {:noreply, state}
 
   # --------------------------------------------------------------- routing
@@ -322,6 +312,7 @@ defmodule Snakepit.Pool do
       call: nil,
       worker_id: nil,
       os_pid: nil,
+      guard_pid: nil,
       served: 0,
       last_used: 0,
       models: MapSet.new(),
@@ -493,6 +484,7 @@ defmodule Snakepit.Pool do
           %{
             worker_id: w.worker_id,
             os_pid: w.os_pid,
+            guard_pid: w.guard_pid,
             status: w.status,
             served: w.served,
             loaded_models: w.models |> MapSet.to_list() |> Enum.sort()

@@ -4,10 +4,17 @@ defmodule Snakepit.Worker do
 
   It launches `python -m snakepit_py worker TARGET ...` with the protocol on
   fds 3/4 (`{:packet, 4}`), waits for the `:ready` frame, sends calls tagged
-  with ids and routes each terminal reply back to its caller. When the Python
-  process dies, every call in flight gets `{:error, %Snakepit.Error{kind:
-  :worker_crashed}}` at once and the process is started again (immediately
-  the first time, with a growing delay when it keeps crashing).
+  with ids and routes each terminal reply back to its caller.
+
+  Every call gets exactly one terminal reply, whatever happens to the Python
+  process. When it ends in any way (it exits, it is killed, its port closes
+  with an error such as `:epipe`), every call in flight gets `{:error,
+  %Snakepit.Error{kind: :worker_crashed}}` at once, quoting the last lines of
+  its output, and a new process is started at once. Only a crash loop waits
+  before restarting (see `:stable_after`). When the process stops answering
+  health polls it is killed and replaced, and its calls get `:worker_hung`.
+  A call that does not end within `:cancel_grace` of its cancel gets
+  `:cancelled` and the process is killed and replaced.
 
   Pools start workers for you; start one yourself when you want to talk to a
   single Python process:
@@ -29,18 +36,36 @@ defmodule Snakepit.Worker do
     * `:start_timeout` - ms to wait for `:ready` (default 10_000)
     * `:shutdown_grace` - ms in-flight calls get to finish on stop (default 2_000)
     * `:cancel_grace` - ms a cancelled call gets to end before the Python
-      process is killed as a last resort (default 5_000, or `:infinity`)
+      process is killed as a last resort (default 5_000, or `:infinity`); the
+      call then gets `:cancelled`, the other calls in flight `:worker_crashed`
+    * `:health_interval` - ms between health polls (default 5_000), or `nil`
+      for none (and no hang detection)
+    * `:hung_after` - a process that leaves this many polls in a row unanswered
+      (default 3: three intervals of silence) is killed and replaced; its
+      calls get `:worker_hung`
     * `:output` - `:capture` (default) writes the process's stdout and stderr
       to a log file whose tail is quoted when it fails to start or crashes;
       `:inherit` leaves them on the BEAM's own stdout/stderr
-    * `:restart_window` - ms within which crashes count towards the restart
-      backoff (default 10_000)
+    * `:stable_after` - ms after `:ready` from which a process counts as
+      stable (default 500)
+    * `:restart_window` - ms within which a crash follows the previous one to
+      count towards a crash loop (default 10_000; 0: never back off)
     * `:name` - GenServer name
+
+  A crash loop: a process that crashes before `:ready` or less than
+  `:stable_after` ms after it, within `:restart_window` of the previous crash.
+  The first crash of a loop restarts at once, the next ones after 200, 400,
+  800 ... ms (at most 5 s); a crash of a stable process starts afresh.
 
   When the worker is stopped (by its supervisor or `stop/1`) it sends
   `{:shutdown, grace}`, waits, closes the port, then sends SIGTERM and finally
   SIGKILL to the OS process: no orphans. If the owning BEAM process is killed
   outright, the closed port makes the Python process exit on its own.
+
+  Under a guard (the Python side's `guard_pid` in the ready info: the process
+  the Port spawned, which forks the worker and sweeps its descendants when it
+  dies) signals go to the worker's pid; the guard is killed only if it has not
+  exited a second after the worker.
   """
 
   use GenServer
@@ -51,8 +76,13 @@ defmodule Snakepit.Worker do
   @default_start_timeout 10_000
   @default_grace 2_000
   @default_cancel_grace 5_000
+  @default_health_interval 5_000
+  @default_hung_after 3
+  @default_stable_after 500
   @backoff_max 5_000
   @max_callers 1_024
+  # bytes of output quoted when a process dies: enough for a faulthandler report
+  @crash_tail 4_000
 
   @type worker :: pid() | atom()
 
@@ -127,7 +157,11 @@ defmodule Snakepit.Worker do
   def await_ready(worker, timeout \\ @default_start_timeout),
     do: safe_call(worker, :await_ready, timeout)
 
-  @doc "What the worker knows about itself: `worker_id`, `os_pid`, `status`, `restarts`, `ready` info."
+  @doc """
+  What the worker knows about itself: `worker_id`, `os_pid` (the Python
+  worker's), `guard_pid` (its guard's, or nil), `status`, `restarts`,
+  `backoff_ms` (the delay before the latest restart), `inflight`, `ready` info.
+  """
   @spec info(worker()) :: map()
   def info(worker), do: GenServer.call(worker, :info)
 
@@ -156,6 +190,9 @@ defmodule Snakepit.Worker do
     :start_timeout,
     :shutdown_grace,
     :cancel_grace,
+    :health_interval,
+    :hung_after,
+    :stable_after,
     :output,
     :restart_window,
     :name,
@@ -163,7 +200,8 @@ defmodule Snakepit.Worker do
     :id
   ]
 
-  defp validate!(opts) do
+  @doc false
+  def validate!(opts) do
     unless Keyword.keyword?(opts),
       do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
 
@@ -197,27 +235,54 @@ defmodule Snakepit.Worker do
     unless output in [:capture, :inherit],
       do: raise(ArgumentError, ":output must be :capture or :inherit, got: #{inspect(output)}")
 
-    for key <- [:start_timeout, :shutdown_grace, :restart_window], Keyword.has_key?(opts, key) do
-      value = opts[key]
-
-      unless is_integer(value) and value >= 0,
-        do:
-          raise(
-            ArgumentError,
-            "#{inspect(key)} must be a non-negative integer, got: #{inspect(value)}"
-          )
+    for key <- [:start_timeout, :shutdown_grace, :restart_window, :stable_after],
+        Keyword.has_key?(opts, key) do
+      check!(key, opts[key], is_integer(opts[key]) and opts[key] >= 0, "a non-negative integer")
     end
+
+    check!(:hung_after, opts[:hung_after], valid?(opts, :hung_after, 1), "a positive integer")
+
+    check!(
+      :health_interval,
+      opts[:health_interval],
+      valid?(opts, :health_interval, 1, nil),
+      "a positive integer or nil"
+    )
+
+    check!(
+      :cancel_grace,
+      opts[:cancel_grace],
+      valid?(opts, :cancel_grace, 0, :infinity),
+      "a non-negative integer or :infinity"
+    )
 
     opts
     |> Keyword.put(:python, OSProcess.python(opts[:python]))
     |> Keyword.put_new(:start_timeout, @default_start_timeout)
     |> Keyword.put_new(:shutdown_grace, @default_grace)
     |> Keyword.put_new(:cancel_grace, @default_cancel_grace)
+    |> Keyword.put_new(:health_interval, @default_health_interval)
+    |> Keyword.put_new(:hung_after, @default_hung_after)
+    |> Keyword.put_new(:stable_after, @default_stable_after)
     |> Keyword.put_new(:restart_window, 10_000)
     |> Keyword.put(:output, output)
     |> Keyword.put(:worker_opts, worker_opts)
     |> Keyword.put(:worker_args, worker_args)
   end
+
+  # Absent, or an integer >= min, or the one other value allowed.
+  defp valid?(opts, key, min, other \\ :none) do
+    case Keyword.fetch(opts, key) do
+      :error -> true
+      {:ok, ^other} -> true
+      {:ok, value} -> is_integer(value) and value >= min
+    end
+  end
+
+  defp check!(_key, _value, true, _what), do: :ok
+
+  defp check!(key, value, false, what),
+    do: raise(ArgumentError, "#{inspect(key)} must be #{what}, got: #{inspect(value)}")
 
   # ---------------------------------------------------------------- server
 
@@ -233,7 +298,9 @@ defmodule Snakepit.Worker do
       log: if(opts[:output] == :capture, do: OSProcess.new_log(id || "worker")),
       port: nil,
       os_pid: nil,
+      port_os_pid: nil,
       ready: nil,
+      ready_at: nil,
       status: :down,
       next_id: 0,
       calls: %{},
@@ -243,9 +310,12 @@ defmodule Snakepit.Worker do
       asks: %{},
       backlog: [],
       ready_waiters: [],
-      crashes: [],
+      crash_streak: 0,
+      last_crash_at: nil,
+      backoff_ms: 0,
       restarts: 0,
       health_poll: false,
+      health_misses: 0,
       last_error: nil
     }
 
@@ -258,18 +328,29 @@ defmodule Snakepit.Worker do
 
     port =
       OSProcess.open_port(opts[:python], args,
-        log: state.log && truncate(state.log),
+        log: state.log && fresh_log(state.log),
         cd: opts[:cd],
         env: opts[:env]
       )
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     Process.send_after(self(), {:start_timeout, port}, opts[:start_timeout])
-    %{state | port: port, os_pid: os_pid, status: :starting, ready: nil}
+
+    %{
+      state
+      | port: port,
+        os_pid: os_pid,
+        port_os_pid: os_pid,
+        status: :starting,
+        ready: nil,
+        ready_at: nil
+    }
   end
 
-  defp truncate(log) do
-    File.write(log, "")
+  # A new file rather than a truncated one: a killed process that is still
+  # going away may write a last line to the old one.
+  defp fresh_log(log) do
+    File.rm(log)
     log
   end
 
@@ -308,8 +389,10 @@ defmodule Snakepit.Worker do
     info = %{
       worker_id: name(state),
       os_pid: state.os_pid,
+      guard_pid: guard_pid(state),
       status: state.status,
       restarts: state.restarts,
+      backoff_ms: state.backoff_ms,
       inflight: map_size(state.calls),
       ready: state.ready,
       log: state.log
@@ -334,6 +417,12 @@ defmodule Snakepit.Worker do
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
     {:noreply, python_exited(status, state)}
+  end
+
+  # The port ended without an exit status (e.g. :epipe: a call was written as
+  # the process died). It is as dead to us as if it had exited.
+  def handle_info({:EXIT, port, reason}, %{port: port} = state) do
+    {:noreply, port_closed(reason, state)}
   end
 
   def handle_info({:"$snakepit_call", call}, state) do
@@ -370,31 +459,33 @@ defmodule Snakepit.Worker do
     {:noreply, state}
   end
 
-  def handle_info(:"$snakepit_poll_health", %{status: :ready, health_poll: false} = state) do
-    {:noreply, %{ask_python(:health, :poll, state) | health_poll: true}}
-  end
+  # One poll in flight at a time; each tick that finds it still unanswered is a miss.
+  def handle_info({:"$snakepit_health_tick", port}, %{port: port, status: :ready} = state) do
+    state =
+      if state.health_poll,
+        do: %{state | health_misses: state.health_misses + 1},
+        else: %{ask_python(:health, :poll, state) | health_poll: true}
 
-  def handle_info(:"$snakepit_poll_health", state), do: {:noreply, state}
+    if state.health_misses >= state.opts[:hung_after] do
+      {:noreply, hung(state)}
+    else
+      schedule_health_tick(state)
+      {:noreply, state}
+    end
+  end
 
   def handle_info({:start_timeout, port}, %{port: port, status: :starting} = state) do
     timeout = state.opts[:start_timeout]
-    kill(state)
     error = start_error("did not send :ready within #{timeout} ms", state)
-    {:noreply, start_failed(error, state)}
+    {:noreply, start_failed(error, kill(state))}
   end
 
+  # The last step of the ladder (soft cancel, interrupt: Python's; kill: ours).
   def handle_info({:cancel_deadline, port, id}, %{port: port} = state) do
-    if Map.has_key?(state.calls, id) do
-      Logger.warning(
-        "call #{id} did not end within #{state.opts[:cancel_grace]} ms of :cancel; " <>
-          "killing the Python process (OS pid #{state.os_pid})",
-        snakepit_worker: name(state)
-      )
-
-      OSProcess.signal(state.os_pid, "KILL")
+    case Map.pop(state.calls, id) do
+      {nil, _} -> {:noreply, state}
+      {call, calls} -> {:noreply, cancel_by_kill(id, call, %{state | calls: calls})}
     end
-
-    {:noreply, state}
   end
 
   def handle_info(:restart, %{status: :down} = state) do
@@ -437,9 +528,8 @@ defmodule Snakepit.Worker do
     if info[:protocol] == 1 do
       {:noreply, ready(info, state)}
     else
-      kill(state)
       error = start_error("speaks protocol #{inspect(info[:protocol])}, expected 1", state)
-      {:noreply, start_failed(error, state)}
+      {:noreply, start_failed(error, kill(state))}
     end
   end
 
@@ -447,7 +537,7 @@ defmodule Snakepit.Worker do
     case Map.pop(state.asks, id) do
       {{^what, :poll}, asks} ->
         notify_models(answer, state)
-        {:noreply, %{state | asks: asks, health_poll: false}}
+        {:noreply, %{state | asks: asks, health_poll: false, health_misses: 0}}
 
       {{^what, from}, asks} ->
         if what == :health, do: notify_models(answer, state)
@@ -648,7 +738,8 @@ defmodule Snakepit.Worker do
     Port.command(port, :erlang.term_to_binary(frame))
     :ok
   rescue
-    # The port died under us; its :exit_status message is on its way.
+    # The port died under us. It is linked and exits are trapped, so its
+    # {:EXIT, port, reason} is on its way (an :exit_status may not be).
     ArgumentError -> :ok
   end
 
@@ -657,16 +748,41 @@ defmodule Snakepit.Worker do
   # -------------------------------------------------------------- lifecycle
 
   defp ready(info, state) do
-    state = %{state | status: :ready, ready: info, os_pid: info[:pid] || state.os_pid}
+    state = %{
+      state
+      | status: :ready,
+        ready: info,
+        ready_at: Call.now_ms(),
+        os_pid: info[:pid] || state.os_pid,
+        health_poll: false,
+        health_misses: 0
+    }
+
     state = %{state | worker_id: state.worker_id || info[:worker_id]}
+    schedule_health_tick(state)
     for from <- state.ready_waiters, do: GenServer.reply(from, {:ok, info})
     if state.pool, do: send(state.pool, {:"$snakepit_ready", self(), public_info(state)})
     backlog = Enum.reverse(state.backlog)
     Enum.reduce(backlog, %{state | ready_waiters: [], backlog: []}, &dispatch/2)
   end
 
-  defp public_info(state),
-    do: %{worker_id: name(state), os_pid: state.os_pid, restarts: state.restarts}
+  defp schedule_health_tick(%{opts: opts, port: port}) do
+    if interval = opts[:health_interval],
+      do: Process.send_after(self(), {:"$snakepit_health_tick", port}, interval)
+  end
+
+  defp public_info(state) do
+    %{
+      worker_id: name(state),
+      os_pid: state.os_pid,
+      guard_pid: guard_pid(state),
+      restarts: state.restarts
+    }
+  end
+
+  # The process the Port spawned, when it is not the worker itself.
+  defp guard_pid(%{port_os_pid: port_pid, os_pid: os_pid}) when port_pid != os_pid, do: port_pid
+  defp guard_pid(_state), do: nil
 
   defp python_exited(status, %{status: :starting} = state) do
     error =
@@ -679,28 +795,97 @@ defmodule Snakepit.Worker do
   end
 
   defp python_exited(status, state) do
-    tail = tail(state)
+    died("exited with status #{status}#{signal_note(status)}", %{exit_status: status}, state)
+  end
+
+  defp port_closed(reason, state) do
+    state = kill(state)
+    why = "its port closed (#{inspect(reason)}) with no exit status"
+
+    case state.status do
+      :starting -> start_failed(start_error(why <> " before sending :ready", state), state)
+      _ -> died(why <> "; it was killed to be sure", %{port_closed: reason}, state)
+    end
+  end
+
+  defp died(why, details, state) do
+    tail = OSProcess.tail(state.log, @crash_tail)
 
     error =
       Error.new(
         :worker_crashed,
-        "Python worker #{name(state)} (OS pid #{state.os_pid}) exited with status " <>
-          "#{status}#{signal_note(status)}",
-        details: %{exit_status: status, output_tail: tail}
+        "Python worker #{name(state)} (OS pid #{state.os_pid}) #{why}" <> quote_lines(tail),
+        details: Map.put(details, :output_tail, tail)
       )
 
-    Logger.error(
-      "#{error.message}; #{map_size(state.calls)} call(s) in flight failed" <>
-        if(tail != "", do: "; output tail:\n" <> tail, else: ""),
-      snakepit_worker: name(state)
-    )
-
+    log_failure(error, state)
     crashed(error, %{state | port: nil})
   end
 
-  defp protocol_violation(bin, state) do
-    kill(state)
+  defp hung(state) do
+    %{health_interval: interval, hung_after: misses} = Map.new(state.opts)
+    tail = OSProcess.tail(state.log, @crash_tail)
 
+    error =
+      Error.new(
+        :worker_hung,
+        "Python worker #{name(state)} (OS pid #{state.os_pid}) answered none of its last " <>
+          "#{misses} health polls (#{misses * interval} ms); it was killed" <> quote_lines(tail),
+        details: %{missed_polls: misses, output_tail: tail}
+      )
+
+    log_failure(error, state)
+    crashed(error, kill(state))
+  end
+
+  # The cancelled call gets its one terminal now; the others in flight on the
+  # same process cannot survive the kill.
+  defp cancel_by_kill(id, call, state) do
+    grace = state.opts[:cancel_grace]
+    what = "call #{id} (#{call.method}) did not end within #{grace} ms of its cancel"
+
+    Call.reply(
+      call,
+      {:error,
+       Error.new(:cancelled, what <> "; its Python process was killed",
+         details: %{reason: "killed", cancel_grace: grace}
+       )}
+    )
+
+    state = if call.stream, do: %{state | refs: Map.delete(state.refs, call.ref)}, else: state
+
+    error =
+      Error.new(
+        :worker_crashed,
+        "Python worker #{name(state)} (OS pid #{state.os_pid}) was killed: #{what}",
+        details: %{killed_for: id}
+      )
+
+    Logger.warning("#{what}; killing the Python process (OS pid #{state.os_pid})",
+      snakepit_worker: name(state)
+    )
+
+    crashed(error, kill(state))
+  end
+
+  defp log_failure(error, state) do
+    Logger.error("#{error.message}\n(#{map_size(state.calls)} call(s) in flight failed)",
+      snakepit_worker: name(state)
+    )
+  end
+
+  # The last lines the process wrote: a crash's own report (faulthandler's
+  # traceback of every thread) and what came just before it.
+  defp quote_lines(""), do: ""
+
+  defp quote_lines(tail) do
+    lines = String.split(String.trim_trailing(tail), "\n")
+    # a full tail starts mid-file: its first line may be cut
+    lines = if length(lines) > 1 and byte_size(tail) >= @crash_tail, do: tl(lines), else: lines
+    "; its output ends with:\n" <> Enum.join(lines, "\n")
+  end
+
+  defp protocol_violation(bin, state) do
     error =
       Error.new(
         :protocol_error,
@@ -709,7 +894,7 @@ defmodule Snakepit.Worker do
       )
 
     Logger.error(error.message, snakepit_worker: name(state))
-    crashed(error, state)
+    crashed(error, kill(state))
   end
 
   # The process died or was killed after :ready: fail everything, restart.
@@ -741,22 +926,48 @@ defmodule Snakepit.Worker do
     schedule_restart(%{state | ready_waiters: [], backlog: [], last_error: error})
   end
 
+  # A crash loop is a run of crashes of processes that were never stable (never
+  # ready, or ready for less than :stable_after ms), each within
+  # :restart_window of the one before. Its first crash restarts at once, the
+  # next ones back off; any other crash restarts at once.
   defp schedule_restart(state) do
     now = Call.now_ms()
-    window = state.opts[:restart_window]
-    crashes = [now | Enum.filter(state.crashes, &(now - &1 < window))]
-    delay = backoff(length(crashes))
+    stable? = state.ready_at != nil and now - state.ready_at >= state.opts[:stable_after]
+
+    looping? =
+      not stable? and state.last_crash_at != nil and
+        now - state.last_crash_at < state.opts[:restart_window]
+
+    streak = if looping?, do: state.crash_streak + 1, else: 1
+    delay = backoff(streak)
+
+    if delay > 0 do
+      Logger.warning("crash loop (#{streak} early crashes in a row): restarting in #{delay} ms",
+        snakepit_worker: name(state)
+      )
+    end
+
     Process.send_after(self(), :restart, delay)
-    %{state | port: nil, status: :down, crashes: crashes}
+
+    %{
+      state
+      | port: nil,
+        status: :down,
+        crash_streak: streak,
+        last_crash_at: now,
+        backoff_ms: delay
+    }
   end
 
-  # First crash in the window: restart at once; then 200, 400, 800 ... ms.
+  # 0, then 200, 400, 800 ... ms.
   defp backoff(1), do: 0
   defp backoff(n), do: min(100 * Integer.pow(2, n - 1), @backoff_max)
 
-  defp kill(%{port: port, os_pid: os_pid}) do
+  # Closes the port and SIGKILLs the process tree (see OSProcess.kill_tree/2).
+  defp kill(%{port: port} = state) do
     if is_port(port), do: safe_close(port)
-    if os_pid, do: OSProcess.signal(os_pid, "KILL")
+    OSProcess.kill_tree(state.os_pid, state.port_os_pid)
+    %{state | port: nil}
   end
 
   defp safe_close(port) do
@@ -807,7 +1018,8 @@ defmodule Snakepit.Worker do
     :ok
   end
 
-  # muontrap's escalation, by hand: ask, wait, close, TERM, KILL.
+  # muontrap's escalation, by hand: ask, wait, close, TERM, KILL. Under a guard
+  # the worker gets the signals and the guard a last look.
   defp stop_python(%{port: nil} = state), do: state
 
   defp stop_python(%{port: port, os_pid: os_pid} = state) do
@@ -826,9 +1038,15 @@ defmodule Snakepit.Worker do
 
       if OSProcess.alive?(os_pid) do
         OSProcess.signal(os_pid, "TERM")
-        OSProcess.await_exit(os_pid, 1_000) || OSProcess.signal(os_pid, "KILL")
+
+        OSProcess.await_exit(os_pid, 1_000) || OSProcess.kill_tree(os_pid, state.port_os_pid)
       end
     end
+
+    guard = guard_pid(state)
+
+    if guard && not OSProcess.await_exit(guard, 1_000),
+      do: OSProcess.signal_all(OSProcess.descendants(guard) ++ [guard], "KILL")
 
     %{state | port: nil}
   end
@@ -837,6 +1055,9 @@ defmodule Snakepit.Worker do
   defp drain(%{port: port} = state, deadline) do
     receive do
       {^port, {:exit_status, _}} ->
+        %{state | port: nil}
+
+      {:EXIT, ^port, _reason} ->
         %{state | port: nil}
 
       {^port, {:data, bin}} ->

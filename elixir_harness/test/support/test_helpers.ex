@@ -55,6 +55,24 @@ defmodule Snakepit.TestHelpers do
     Enum.find(Snakepit.Pool.workers(pool), &(Snakepit.Worker.info(&1).os_pid == os_pid))
   end
 
+  @doc "Every OS pid of `pool`'s workers: the workers' and their guards'."
+  def all_os_pids(pool) do
+    for w <- Snakepit.Pool.stats(pool).worker_details,
+        pid <- [w.os_pid, w.guard_pid],
+        pid,
+        do: pid
+  end
+
+  @doc "Collects a stream's events sent as `{:event, tag, event}` up to its terminal: `{chunks, terminal}`."
+  def collect_stream(tag, timeout \\ 30_000, acc \\ []) do
+    receive do
+      {:event, ^tag, {:data, x}} -> collect_stream(tag, timeout, [x | acc])
+      {:event, ^tag, terminal} -> {Enum.reverse(acc), terminal}
+    after
+      timeout -> {Enum.reverse(acc), :no_terminal}
+    end
+  end
+
   @doc "kill -9"
   def kill9(os_pid), do: Snakepit.OSProcess.signal(os_pid, "KILL")
 end
