@@ -572,3 +572,52 @@ def test_chunk_encoder_matches_encode(call_id, seq):
 def test_chunk_encoder_refuses_what_encode_refuses():
     with pytest.raises(EncodeError):
         etf.chunk_encoder(1)(0, object())
+
+
+# --- pids, ports and references the BEAM would refuse (found by tests/test_fuzz_beam.py) ----
+
+_NODE = b"\x77\x0dnonode@nohost"
+
+
+def _opaque(tag: int, fields: bytes, node: bytes = _NODE) -> bytes:
+    return bytes([131, tag]) + node + fields
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _opaque(88, struct.pack(">III", 0x60, 0x00800000, 0)),  # NEW_PID serial > 13 bits
+        _opaque(88, struct.pack(">III", 0x8000, 0, 0)),  # NEW_PID id > 15 bits
+        _opaque(103, struct.pack(">IIB", 0, 0, 4)),  # PID_EXT creation > 2 bits
+        _opaque(89, struct.pack(">II", 0xFFFFFFFF, 0)),  # NEW_PORT id > 28 bits
+        _opaque(120, struct.pack(">QI", 1 << 28, 0)),  # V4_PORT id > 28 bits
+        _opaque(101, struct.pack(">IB", 1 << 18, 0)),  # REFERENCE_EXT id > 18 bits
+        bytes([131, 90, 0, 3]) + _NODE + struct.pack(">IIII", 0, 0x002066EA, 0, 0),  # word 0
+        bytes([131, 90, 0, 4]) + _NODE + struct.pack(">IIIII", 0, 0, 0, 0, 0),  # 4 words
+        bytes([131, 90, 0, 0]) + _NODE + struct.pack(">I", 0),  # no words
+        bytes([131, 114, 0, 1]) + _NODE + struct.pack(">BI", 4, 0),  # creation > 2 bits
+        _opaque(89, struct.pack(">II", 5, 0), node=b"\x77\x0dnonode@noh\xefst"),  # not UTF-8
+    ],
+)
+def test_opaque_values_the_beam_would_refuse_are_refused(frame: bytes) -> None:
+    # An opaque value is only ever echoed back: one the BEAM cannot decode must not get in.
+    with pytest.raises(DecodeError):
+        etf.decode(frame)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _opaque(88, struct.pack(">III", 0x7FFF, 0x1FFF, 0xFFFFFFFF)),
+        _opaque(103, struct.pack(">IIB", 0x7FFF, 0x1FFF, 3)),
+        _opaque(89, struct.pack(">II", 0x0FFFFFFF, 0xFFFFFFFF)),
+        _opaque(120, struct.pack(">QI", 0x0FFFFFFF, 7)),
+        _opaque(101, struct.pack(">IB", 0x3FFFF, 3)),
+        bytes([131, 90, 0, 3]) + _NODE + struct.pack(">IIII", 1, 0x3FFFF, 0xFFFFFFFF, 9),
+        bytes([131, 114, 0, 1]) + b"\x64\x00\x01a" + struct.pack(">BI", 3, 0x3FFFF),
+    ],
+)
+def test_opaque_values_at_the_edges_of_the_ranges_round_trip(frame: bytes) -> None:
+    value = etf.decode(frame)
+    assert isinstance(value, Pid | Port | Reference)
+    assert etf.encode(value) == frame

@@ -433,10 +433,24 @@ def _node_end(data: bytes, pos: int) -> int:
     """Return where the node-name atom starting at ``pos`` ends (in pids, ports, refs)."""
     tag = data[pos]
     if tag == _SMALL_ATOM_UTF8 or tag == _SMALL_ATOM:
-        return pos + 2 + data[pos + 1]
-    if tag == _ATOM_UTF8 or tag == _ATOM:
-        return pos + 3 + _u16(data, pos + 1)[0]
-    raise DecodeError(f"expected a node name atom, found tag {tag}", data, pos)
+        start, end = pos + 2, pos + 2 + data[pos + 1]
+    elif tag == _ATOM_UTF8 or tag == _ATOM:
+        start, end = pos + 3, pos + 3 + _u16(data, pos + 1)[0]
+    else:
+        raise DecodeError(f"expected a node name atom, found tag {tag}", data, pos)
+    if end > len(data):
+        raise DecodeError("truncated node name", data, pos)
+    if tag == _SMALL_ATOM_UTF8 or tag == _ATOM_UTF8:
+        # (the value is echoed as these bytes: the BEAM refuses a name that is not UTF-8)
+        try:
+            name = data[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("node name is not UTF-8", data, pos) from None
+        if len(name) > 255:
+            raise DecodeError("node name over 255 characters", data, pos)
+    elif end - start > 255:
+        raise DecodeError("node name over 255 characters", data, pos)
+    return end
 
 
 # Bytes after the node name, by tag: ID, Serial and Creation fields.
@@ -451,21 +465,52 @@ _OPAQUE_CLASS: dict[int, type[Opaque]] = {
 }
 
 
+# The ranges an OTP node gives these fields (PID_EXT... REFERENCE_EXT), by tag:
+# (offset after the node name, size in bytes, largest value). A pid, port or
+# reference is only ever echoed back, so one the BEAM would refuse as its own
+# ("invalid external representation") must be refused here instead: else the
+# reply carrying it could not be decoded by the supervisor.
+_PID_ID, _PID_SERIAL, _PORT_ID, _REF_WORD0, _OLD_CREATION = 0x7FFF, 0x1FFF, 0x0FFFFFFF, 0x3FFFF, 3
+_OPAQUE_RANGES: dict[int, tuple[tuple[int, int, int], ...]] = {
+    _PID: ((0, 4, _PID_ID), (4, 4, _PID_SERIAL), (8, 1, _OLD_CREATION)),
+    _NEW_PID: ((0, 4, _PID_ID), (4, 4, _PID_SERIAL)),
+    _PORT: ((0, 4, _PORT_ID), (4, 1, _OLD_CREATION)),
+    _NEW_PORT: ((0, 4, _PORT_ID),),
+    _V4_PORT: ((0, 8, _PORT_ID),),
+    _REFERENCE: ((0, 4, _REF_WORD0), (4, 1, _OLD_CREATION)),
+}
+
+
 def _dec_fixed_opaque(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     # PID_EXT, NEW_PID_EXT, PORT_EXT, NEW_PORT_EXT, V4_PORT_EXT, REFERENCE_EXT:
     # a node name atom followed by fixed-size fields.
     tag = data[pos]
-    end = _node_end(data, pos + 1) + _OPAQUE_TAIL[tag]
+    node_end = _node_end(data, pos + 1)
+    end = node_end + _OPAQUE_TAIL[tag]
+    if end > len(data):
+        raise DecodeError("truncated pid, port or reference", data, pos)
+    for offset, size, most in _OPAQUE_RANGES[tag]:
+        at = node_end + offset
+        if int.from_bytes(data[at : at + size], "big") > most:
+            raise DecodeError(f"{_OPAQUE_CLASS[tag].__name__.lower()} field out of range", data, at)
     return _new_opaque(_OPAQUE_CLASS[tag], data[pos:end]), end
 
 
 def _dec_new_reference(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     # NEW_REFERENCE_EXT / NEWER_REFERENCE_EXT: Len(2) Node Creation(1 or 4) ID(4 * Len).
     words = _u16(data, pos + 1)[0]
-    if words > 5:  # the BEAM writes at most 5 id words
+    if not 1 <= words <= 3:  # what an OTP node writes for its references
         raise DecodeError(f"reference with {words} id words", data, pos)
-    creation = 4 if data[pos] == _NEWER_REFERENCE else 1
-    end = _node_end(data, pos + 3) + creation + 4 * words
+    newer = data[pos] == _NEWER_REFERENCE
+    node_end = _node_end(data, pos + 3)
+    first = node_end + (4 if newer else 1)
+    end = first + 4 * words
+    if end > len(data):
+        raise DecodeError("truncated reference", data, pos)
+    if (not newer and data[node_end] > _OLD_CREATION) or int.from_bytes(
+        data[first : first + 4], "big"
+    ) > _REF_WORD0:
+        raise DecodeError("reference field out of range", data, pos)
     return _new_opaque(Reference, data[pos:end]), end
 
 
