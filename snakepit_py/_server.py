@@ -81,6 +81,22 @@ def _no_fields(_frame: bytes) -> None:
     return None
 
 
+def _die_loudly() -> None:
+    """A reading thread failed: print why and exit, so the supervisor sees a crash.
+
+    A worker whose reader is gone would stay alive and answer nothing; its
+    supervisor could only find out by timeouts. Exit status 70 (EX_SOFTWARE).
+    """
+    import traceback
+
+    try:
+        traceback.print_exc()
+        print("snakepit-py: a reading thread failed; the worker exits", file=sys.stderr)
+        sys.stderr.flush()
+    finally:
+        os._exit(70)
+
+
 class _Readers:
     """Who reads the protocol input, and when the reading role moves (see the module docstring).
 
@@ -126,11 +142,14 @@ class _Readers:
             _thread.start_new_thread(self._main, (i == 0,))
 
     def _main(self, leading: bool) -> None:
-        if leading and not self._lead():
-            return
-        while self._stand_by():
-            if not self._lead():
+        try:
+            if leading and not self._lead():
                 return
+            while self._stand_by():
+                if not self._lead():
+                    return
+        except BaseException:  # a bug in the runtime itself: never a silent, deaf worker
+            _die_loudly()
 
     def _stand_by(self) -> bool:
         """Wait as the sentinel until the reading role is taken over; False at end of input."""

@@ -142,3 +142,16 @@ def test_heap_tuning_can_be_turned_off():
         assert _lifecycle.keep_heap_memory() is False
     finally:
         del os.environ["SNAKEPIT_MALLOC_TUNING"]
+
+
+def test_a_worker_whose_reader_fails_exits_instead_of_going_deaf():
+    # Given a worker whose refusal path raises (a bug in the runtime itself)
+    sup = FakeSupervisor(worker_path("broken_runtime.py")).start()
+    assert sup.call("add", 1, 2) == 3
+    # When a frame makes the reading thread fail
+    sup.send_raw(b"\x00garbage")
+    # Then the worker exits with EX_SOFTWARE and says why, so its supervisor restarts it
+    assert sup.proc.wait(5) == 70
+    sup.close()
+    assert "a reading thread failed" in sup.output()
+    assert "bad_request is broken on purpose" in sup.output()
