@@ -48,8 +48,9 @@ defmodule Snakepit.RecoveryTest do
     end
 
     test "a busy worker that keeps answering its polls is left alone" do
-      w = start_worker(health_interval: 50)
-      assert {:ok, "woke"} = Worker.call(w, %{method: "block", args: [1.0]})
+      # polls every 100 ms; a hang would take a whole second of silence
+      w = start_worker(health_interval: 100, hung_after: 10)
+      assert {:ok, "woke"} = Worker.call(w, %{method: "block", args: [2.0]})
       assert Worker.info(w).restarts == 0
     end
 
@@ -188,20 +189,21 @@ defmodule Snakepit.RecoveryTest do
       kills = 10
 
       capture_log(fn ->
-        for _ <- 1..kills do
+        Enum.reduce(1..kills, [], fn _, killed ->
           Process.sleep(300)
 
+          # a live worker the pool knows is up (not one whose death it has yet to hear of)
           %{os_pid: victim} =
             wait_until(fn ->
-              pool
-              |> Pool.stats()
-              |> Map.fetch!(:worker_details)
-              |> Enum.find(&(&1.status != :down))
+              Enum.find(Pool.stats(pool).worker_details, fn w ->
+                w.status != :down and w.os_pid not in killed
+              end)
             end)
 
           kill9(victim)
           assert_os_pid_exited(victim)
-        end
+          [victim | killed]
+        end)
 
         for pid <- callers, do: send(pid, :stop)
 
@@ -214,7 +216,7 @@ defmodule Snakepit.RecoveryTest do
         wait_until(fn -> Pool.stats(pool).ready == 2 end, 20_000)
       end)
 
-      assert Pool.stats(pool).restarts == kills
+      wait_until(fn -> Pool.stats(pool).restarts == kills end)
       for _ <- 1..4, do: assert({:ok, 3} = Snakepit.call(pool, %{method: "add", args: [1, 2]}))
     end
   end
