@@ -95,7 +95,7 @@ defmodule Snakepit.Worker do
     memory_mb inflight served failed loaded_models extra name doc params required default
     annotation streaming async timeout_ms debug info warning critical logger call_id
     exception unknown_method bad_arguments timeout cancelled unencodable bad_request
-    overloaded shutting_down kind positional_only meta credit)a
+    overloaded shutting_down kind positional_only meta credit size max_frame)a
 
   @doc false
   def __protocol_atoms__, do: @protocol_atoms

@@ -201,6 +201,19 @@ defmodule Snakepit.WorkerTest do
     end
   end
 
+  describe "the frame limit on replies" do
+    test "a result over the worker's --max-frame is :unencodable with its size, and nothing breaks" do
+      w = start_worker(worker_opts: [max_frame: 1_048_576])
+
+      assert {:error, %Error{kind: :unencodable} = error} =
+               Worker.call(w, %{method: "blob", args: [2_000_000]})
+
+      assert error.details.max_frame == 1_048_576 and error.details.size > 2_000_000
+      assert {:ok, blob} = Worker.call(w, %{method: "blob", args: [1000]})
+      assert byte_size(blob) == 1000
+    end
+  end
+
   describe "health_check/1" do
     test "reports status, counters and the hook's loaded_models" do
       w = start_worker()
