@@ -95,3 +95,59 @@ def test_the_worker_does_not_outlive_its_guard(reap_pids):
 def test_no_guard_when_turned_off():
     with FakeSupervisor(worker_path("doomed.py"), env={"SNAKEPIT_GUARD": "0"}) as sup:
         assert sup.guard_pid is None and sup.pid == sup.proc.pid
+
+
+def _memory_cgroup(limit: int) -> str | None:
+    """A fresh memory cgroup (v1, or v2 where delegated) limited to ``limit`` bytes, or None."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base, files = "/sys/fs/cgroup/memory" + path, ("memory.limit_in_bytes",)
+        elif controllers == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            base, files = "/sys/fs/cgroup" + path, ("memory.max", "memory.swap.max")
+        else:
+            continue
+        group = os.path.join(base, f"snakepit-oom-{os.getpid()}")
+        try:
+            os.mkdir(group)
+            for name in files:
+                with open(os.path.join(group, name), "w") as f:
+                    f.write(str(limit) if name != "memory.swap.max" else "0")
+            return group
+        except OSError:
+            try:
+                os.rmdir(group)
+            except OSError:
+                pass
+    return None
+
+
+def test_no_descendant_outlives_a_worker_the_oom_killer_ends(reap_pids):
+    # Given a worker with descendants, alone in a memory cgroup of 256 MiB
+    group = _memory_cgroup(256 << 20)
+    if group is None:
+        pytest.skip("no memory cgroup can be made here (needs root and cgroup v1, or v2 delegated)")
+    try:
+        sup = FakeSupervisor(worker_path("doomed.py")).start()
+        with open(os.path.join(group, "cgroup.procs"), "w") as f:
+            f.write(str(sup.pid))
+        pids = [sup.call("spawn", kind) for kind in KINDS]
+        reap_pids.extend(pids)
+        # When it allocates until the kernel's OOM killer ends it
+        sup.start_call("die", "oom")
+        # Then the guard sweeps its descendants and reports SIGKILL
+        assert sup.proc.wait(30) == 128 + 9
+        assert _wait_gone(pids, 1.0) == []
+        sup.close()
+    finally:
+        for _ in range(100):  # the cgroup can go once its last process has
+            try:
+                os.rmdir(group)
+                break
+            except OSError:
+                time.sleep(0.05)

@@ -34,7 +34,8 @@ def spawn(kind: str) -> int:
 
 @snakepit.method
 def die(how: str) -> None:
-    """End this process abruptly: ``sigkill``, ``segfault`` or ``exit`` (``os._exit(7)``)."""
+    """End this process abruptly: ``sigkill``, ``segfault``, ``exit`` (``os._exit(7)``) or
+    ``oom`` (allocate until the kernel's OOM killer ends it: run it in a memory cgroup)."""
     if how == "sigkill":
         os.kill(os.getpid(), 9)
     elif how == "segfault":
@@ -43,4 +44,8 @@ def die(how: str) -> None:
         ctypes.string_at(0)
     elif how == "exit":
         os._exit(7)
+    elif how == "oom":
+        hoard = []
+        while True:
+            hoard.append(b"x" * (16 << 20))  # written, so every page is really used
     raise ValueError(f"unknown way to die {how!r}")
