@@ -131,6 +131,42 @@ defmodule Snakepit.OSProcess do
     :ok
   end
 
+  @doc """
+  Ends a worker's process tree that has been asked to stop and has had its
+  grace: closes `port` (Python sees end of input), sends SIGTERM, waits a
+  second, then SIGKILLs the tree (see `kill_tree/3`). With `port` nil the
+  process has already exited and only its guard is waited for.
+
+  `{worker, port_pid}` are the OS pids as for `kill_tree/3`. A guard gets a
+  second after all this to exit by itself before it and what is left under it
+  are SIGKILLed.
+  """
+  @spec terminate(port() | nil, {pos_integer() | nil, pos_integer() | nil}) :: :ok
+  def terminate(port, {worker, port_pid}) do
+    if port do
+      close(port)
+
+      if alive?(worker) do
+        signal(worker, "TERM")
+        await_exit(worker, 1_000) || kill_tree(worker, port_pid)
+      end
+    end
+
+    if port_pid not in [nil, worker] and not await_exit(port_pid, 1_000),
+      do: signal_all(descendants(port_pid) ++ [port_pid], "KILL")
+
+    :ok
+  end
+
+  @doc "Closes a port; one that is already closed is fine."
+  @spec close(port()) :: :ok
+  def close(port) do
+    Port.close(port)
+    :ok
+  rescue
+    ArgumentError -> :ok
+  end
+
   @doc "Every descendant of `os_pid`, parents before children (from /proc; [] without it)."
   @spec descendants(pos_integer()) :: [pos_integer()]
   def descendants(os_pid) do

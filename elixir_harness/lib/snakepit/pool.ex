@@ -40,24 +40,8 @@ defmodule Snakepit.Pool do
 
   use GenServer
 
-  alias Snakepit.{Call, Error, Worker}
-
-  @worker_keys [
-    :python,
-    :worker_opts,
-    :worker_args,
-    :start_timeout,
-    :shutdown_grace,
-    :cancel_grace,
-    :health_interval,
-    :hung_after,
-    :stable_after,
-    :output,
-    :restart_window,
-    :cd,
-    :env
-  ]
-  @known [:name, :target, :size | @worker_keys]
+  alias Snakepit.{Call, Error, Options, Worker}
+  alias Snakepit.Pool.Queue
 
   @type name :: atom()
 
@@ -73,10 +57,11 @@ defmodule Snakepit.Pool do
   @doc "Starts the pool and its workers; returns once all are ready."
   @spec start_link(keyword()) :: Supervisor.on_start() | {:error, Error.t()}
   def start_link(opts) do
-    opts = validate!(opts)
+    opts = Options.pool!(opts)
+    start_timeout = Keyword.get(opts, :start_timeout, Options.default(:start_timeout))
 
     with {:ok, sup} <- Supervisor.start_link(__MODULE__.Tree, opts) do
-      case await_ready(opts[:name], Keyword.get(opts, :start_timeout, 10_000) + 2_000) do
+      case await_ready(opts[:name], start_timeout + 2_000) do
         :ok ->
           {:ok, sup}
 
@@ -115,34 +100,6 @@ defmodule Snakepit.Pool do
   @spec workers(name()) :: [pid()]
   def workers(pool), do: GenServer.call(pool, :workers)
 
-  defp validate!(opts) do
-    unless Keyword.keyword?(opts),
-      do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}")
-
-    case Keyword.keys(opts) -- @known do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown pool options #{inspect(bad)}, got: #{inspect(opts)}"
-    end
-
-    name = opts[:name]
-
-    unless is_atom(name) and name not in [nil, true, false],
-      do: raise(ArgumentError, ":name must be an atom, got: #{inspect(name)}")
-
-    size = Keyword.get(opts, :size, System.schedulers_online())
-
-    unless is_integer(size) and size > 0,
-      do: raise(ArgumentError, ":size must be a positive integer, got: #{inspect(size)}")
-
-    unless is_binary(opts[:target]),
-      do: raise(ArgumentError, ":target must be a string, got: #{inspect(opts[:target])}")
-
-    # the workers' own options fail here, not inside the supervisor
-    Worker.validate!(Keyword.take(opts, [:target | @worker_keys]))
-
-    Keyword.put(opts, :size, size)
-  end
-
   # ---------------------------------------------------------------- server
 
   @impl true
@@ -154,7 +111,7 @@ defmodule Snakepit.Pool do
        size: opts[:size],
        workers: %{},
        calls: %{},
-       queue: :queue.new(),
+       queue: Queue.new(),
        clock: 0,
        dispatched: 0,
        queue_time_us: 0,
@@ -180,10 +137,10 @@ defmodule Snakepit.Pool do
   def handle_info({:"$snakepit_call", call}, state) do
     call = %{call | pool: state.name}
 
-    case pick(call, state) do
+    case Queue.pick(call, state.workers) do
       nil ->
         call = %{call | queued_at: System.monotonic_time(:microsecond)}
-        {:noreply, %{state | queue: :queue.in(call, state.queue)}}
+        {:noreply, %{state | queue: Queue.push(state.queue, call)}}
 
       worker ->
         {:noreply, dispatch(call, worker, state)}
@@ -215,7 +172,7 @@ defmodule Snakepit.Pool do
         {:noreply, state}
 
       _ ->
-        {cancelled, queue} = split_queue(state.queue, &(&1.ref == ref))
+        {cancelled, queue} = Queue.cancel(state.queue, ref)
         err = Error.new(:cancelled, "cancelled while waiting for a worker")
         Enum.each(cancelled, &Call.reply(&1, {:error, err}))
         {:noreply, %{state | queue: queue}}
@@ -270,7 +227,8 @@ defmodule Snakepit.Pool do
     state = %{
       state
       | calls: Map.delete(state.calls, call.ref),
-        queue: :queue.in_r(%{call | queued_at: System.monotonic_time(:microsecond)}, state.queue)
+        queue:
+          Queue.push_front(state.queue, %{call | queued_at: System.monotonic_time(:microsecond)})
     }
 
     {:noreply, serve_all(state)}
@@ -279,7 +237,7 @@ defmodule Snakepit.Pool do
   def handle_info({:"$snakepit_models", pid, models}, state) do
     case state.workers do
       %{^pid => w} ->
-        models = MapSet.new(models, &model_key/1)
+        models = Queue.models(models)
         {:noreply, serve_all(%{state | workers: %{state.workers | pid => %{w | models: models}}})}
 
       _ ->
@@ -320,42 +278,6 @@ defmodule Snakepit.Pool do
     }
   end
 
-  # An idle worker for this call, or nil to queue it.
-  defp pick(%{affinity: nil}, state), do: least_recently_used(state.workers)
-
-  defp pick(%{affinity: key}, state) do
-    key = model_key(key)
-
-    case Enum.filter(state.workers, fn {_, w} -> w.status != :down and key in w.models end) do
-      [] -> least_recently_used(state.workers)
-      holders -> least_recently_used(holders)
-    end
-  end
-
-  # One pass, no intermediate lists: this runs for every call.
-  defp least_recently_used(workers) do
-    {pid, _} =
-      Enum.reduce(workers, {nil, nil}, fn
-        {pid, %{status: :idle, last_used: used}}, {best, best_used}
-        when best == nil or used < best_used ->
-          {pid, used}
-
-        _, acc ->
-          acc
-      end)
-
-    pid
-  end
-
-  defp eligible?(%{affinity: nil}, _w, _state), do: true
-
-  defp eligible?(%{affinity: key}, w, state) do
-    key = model_key(key)
-
-    key in w.models or
-      not Enum.any?(state.workers, fn {_, o} -> o.status != :down and key in o.models end)
-  end
-
   defp dispatch(call, pid, state) do
     send(pid, {:"$snakepit_call", call})
     # a call dispatched as it arrives never waited (and costs no clock read)
@@ -377,8 +299,8 @@ defmodule Snakepit.Pool do
   defp serve_queue(pid, state) do
     w = state.workers[pid]
 
-    if w && w.status == :idle && not :queue.is_empty(state.queue) do
-      case take_first(state.queue, &eligible?(&1, w, state)) do
+    if w && w.status == :idle do
+      case Queue.take(state.queue, w, state.workers) do
         nil ->
           state
 
@@ -394,48 +316,8 @@ defmodule Snakepit.Pool do
   end
 
   defp serve_all(state) do
-    state.workers
-    |> Enum.filter(fn {_, w} -> w.status == :idle end)
-    |> Enum.sort_by(fn {_, w} -> w.last_used end)
-    |> Enum.reduce(state, fn {pid, _}, acc -> serve_queue(pid, acc) end)
+    state.workers |> Queue.serve_order() |> Enum.reduce(state, &serve_queue/2)
   end
-
-  defp take_first(queue, fun) do
-    {value, rest} = :queue.out(queue)
-
-    case value do
-      {:value, item} ->
-        if fun.(item) do
-          {item, rest}
-        else
-          case split_queue(queue, fun) do
-            {[item | others], left} ->
-              {item, Enum.reduce(Enum.reverse(others), left, &:queue.in_r/2)}
-
-            {[], _} ->
-              nil
-          end
-        end
-
-      :empty ->
-        nil
-    end
-  end
-
-  # Splits at the first matching item: {[match | items after it...], items before it}.
-  # With a `ref` match there is at most one match, so this also serves cancel.
-  defp split_queue(queue, fun) do
-    {before, from_match} = queue |> :queue.to_list() |> Enum.split_while(&(not fun.(&1)))
-
-    case from_match do
-      [] -> {[], queue}
-      [match | after_match] -> {[match], :queue.from_list(before ++ after_match)}
-    end
-  end
-
-  defp model_key(key) when is_binary(key), do: key
-  defp model_key(key) when is_atom(key), do: Atom.to_string(key)
-  defp model_key(key), do: key
 
   # ------------------------------------------------------------ readiness
 
@@ -471,7 +353,7 @@ defmodule Snakepit.Pool do
       busy: count.(:busy),
       idle: count.(:idle),
       down: state.size - count.(:idle) - count.(:busy),
-      queue_depth: :queue.len(state.queue),
+      queue_depth: Queue.size(state.queue),
       avg_queue_time_ms:
         if(state.dispatched == 0, do: 0.0, else: state.queue_time_us / state.dispatched / 1000),
       served: state.workers |> Map.values() |> Enum.map(& &1.served) |> Enum.sum(),
@@ -502,7 +384,7 @@ defmodule Snakepit.Pool do
     def init(opts) do
       name = opts[:name]
       label = name |> inspect() |> String.trim_leading(":")
-      worker_opts = Keyword.take(opts, [:target | Snakepit.Pool.__worker_keys__()])
+      worker_opts = Keyword.take(opts, [:target | Snakepit.Options.worker_keys()])
 
       server = %{
         id: :server,
@@ -520,7 +402,4 @@ defmodule Snakepit.Pool do
       Supervisor.init([server | workers], strategy: :rest_for_one)
     end
   end
-
-  @doc false
-  def __worker_keys__, do: @worker_keys
 end

@@ -1,0 +1,42 @@
+defmodule Snakepit.Worker.Launch do
+  @moduledoc false
+  # The command that starts one Python worker process from a worker's
+  # options: `python -m snakepit_py worker TARGET --flags... [-- own args]`.
+
+  alias Snakepit.OSProcess
+
+  @doc "Opens the Port running a fresh Python worker; its output goes to `log` unless nil."
+  @spec open(keyword(), term(), String.t() | nil) :: port()
+  def open(opts, worker_id, log) do
+    OSProcess.open_port(opts[:python], argv(opts, worker_id),
+      log: log && fresh_log(log),
+      cd: opts[:cd],
+      env: opts[:env]
+    )
+  end
+
+  @doc "The interpreter's arguments: `:worker_opts` become `--flags`, `:worker_args` follow `--`."
+  @spec argv(keyword(), term()) :: [String.t()]
+  def argv(opts, worker_id) do
+    id_flag = if worker_id, do: ["--worker-id", to_string(worker_id)], else: []
+    own_args = if opts[:worker_args] == [], do: [], else: ["--" | opts[:worker_args]]
+
+    flags =
+      Enum.flat_map(opts[:worker_opts], fn
+        {_key, value} when value in [nil, false] -> []
+        {key, true} -> [flag(key)]
+        {key, value} -> [flag(key), to_string(value)]
+      end)
+
+    ["-m", "snakepit_py", "worker", opts[:target]] ++ id_flag ++ flags ++ own_args
+  end
+
+  defp flag(key), do: "--" <> String.replace(to_string(key), "_", "-")
+
+  # A new file rather than a truncated one: a killed process that is still
+  # going away may write a last line to the old one.
+  defp fresh_log(log) do
+    File.rm(log)
+    log
+  end
+end
