@@ -129,8 +129,8 @@ def main() -> int:
         bare_server()
     import grpc
 
-    from snakepit_py._testing_grpc import GrpcSupervisor
     from snakepit_py.client import GrpcClient
+    from snakepit_py.testing import GrpcSupervisor
 
     results: dict = {
         "machine": {"python": platform.python_version(), "grpcio": grpc.__version__,

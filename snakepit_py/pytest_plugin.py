@@ -7,18 +7,21 @@ from typing import Any
 
 import pytest
 
-from .testing import FakeSupervisor
+from .testing import FakeSupervisor, GrpcSupervisor
+
+Supervisor = FakeSupervisor | GrpcSupervisor
 
 
 @pytest.fixture
-def snakepit_worker() -> Iterator[Callable[..., FakeSupervisor]]:
+def snakepit_worker() -> Iterator[Callable[..., Supervisor]]:
     """Start workers with ``snakepit_worker(target, **options)``; all are stopped after the test.
 
-    The options are FakeSupervisor's (``threads``, ``worker_args``, ``codec``...).
+    The options are FakeSupervisor's (``threads``, ``worker_args``, ``codec``...);
+    ``transport="grpc"`` starts a GrpcSupervisor instead.
     """
-    started: list[FakeSupervisor] = []
+    started: list[Supervisor] = []
 
-    def start(target: str, **options: Any) -> FakeSupervisor:
+    def start(target: str, **options: Any) -> Supervisor:
         sup = FakeSupervisor(target, **options).start()
         started.append(sup)
         return sup

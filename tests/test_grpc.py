@@ -19,9 +19,9 @@ from conftest import ROOT, pid_alive, worker_path
 
 grpc = pytest.importorskip("grpc")
 
-from snakepit_py._testing_grpc import GrpcSupervisor  # noqa: E402
 from snakepit_py.client import GrpcClient  # noqa: E402
 from snakepit_py.errors import CallError  # noqa: E402
+from snakepit_py.testing import GrpcSupervisor  # noqa: E402
 
 BASIC = worker_path("basic.py")
 

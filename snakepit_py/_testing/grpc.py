@@ -1,44 +1,41 @@
-"""FakeSupervisor over gRPC: the same stub supervisor, speaking the Session stream.
+"""GrpcSupervisor: the stub supervisor over a gRPC Session to a worker on loopback.
 
-:class:`GrpcSupervisor` starts ``snakepit-py worker TARGET --grpc 127.0.0.1:0``,
-waits for ``SNAKEPIT_READY grpc HOST:PORT``, opens one ``Session`` and then
-behaves exactly like :class:`~snakepit_py.testing.FakeSupervisor` (same
-methods, same frames), so one test suite runs over both transports. Closing
-it closes the worker's stdin, which is how a gRPC worker sees its parent go.
+It starts ``snakepit-py worker TARGET --grpc 127.0.0.1:0``, waits for
+``SNAKEPIT_READY grpc HOST:PORT``, opens one ``Session`` and then behaves
+exactly like FakeSupervisor (same methods, same frames), so one test suite
+runs over both transports. Closing it closes the worker's stdin, which is how
+a gRPC worker sees its parent go. grpc itself is imported on first use.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import ProtocolError
-from .testing import FakeSupervisor
-
-__all__ = ["GrpcSupervisor"]
+from .core import SupervisorCore, check_transport
 
 _READY = b"SNAKEPIT_READY grpc "
 
 
-class GrpcSupervisor(FakeSupervisor):
+class GrpcSupervisor(SupervisorCore):
     """Runs a worker as a subprocess and speaks the wire protocol to it over a gRPC Session.
 
-    Takes FakeSupervisor's arguments, plus:
+    Takes FakeSupervisor's options (``worker_args``, ``threads``, ``codec``...), plus:
 
     Args:
         address: where the worker listens (``HOST:PORT``; port 0 picks one).
         token: a ``--grpc-token`` for the worker, sent on every RPC.
+        transport: accepted for symmetry with FakeSupervisor (``"grpc"``).
     """
 
     def __init__(self, target: str, *, address: str = "127.0.0.1:0", token: str | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(target, **kwargs)
-        i = self._args.index("--fd")
-        self._args[i : i + 2] = ["--grpc", address]
+                 transport: str = "grpc", **options: Any) -> None:  # fmt: skip
+        check_transport(transport)
+        super().__init__(target, **options)
+        self._bind = address
         self.token = token
         self.address: str | None = None
         self.client: Any = None
@@ -55,16 +52,14 @@ class GrpcSupervisor(FakeSupervisor):
         Raises:
             ProtocolError: the worker exited or stayed silent (its output is in the message).
         """
-        from .client import GrpcClient
+        from ..client import GrpcClient
 
-        env = dict(os.environ)
-        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, env.get("PYTHONPATH")]))
-        env.update(self._env or {})
+        env = self._worker_env()
         if self.token is not None:
             env["SNAKEPIT_GRPC_TOKEN"] = self.token
+        args = [self.target, "--grpc", self._bind, *self._options]
         self.proc = subprocess.Popen(
-            [self._python, "-m", "snakepit_py", "worker", *self._args],
+            [self._python, "-m", "snakepit_py", "worker", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._output,
             env=env, cwd=self._cwd,
         )  # fmt: skip
@@ -80,14 +75,8 @@ class GrpcSupervisor(FakeSupervisor):
         meta = self.client.metadata
         self._responses = self.client.session(self._outgoing(), metadata=meta)
         self._reader.start()
-        if not self._ready.wait(self.ready_timeout) or self.ready is None:
-            self._fail("did not send :ready on its Session")
+        self._await_ready("did not send :ready on its Session")
         return self
-
-    def _fail(self, why: str) -> None:
-        self.kill()
-        self._release()
-        raise ProtocolError(f"worker {self.target!r} {why}; its output:\n{self.output()}")
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -123,8 +112,7 @@ class GrpcSupervisor(FakeSupervisor):
                 self._stdout_reader.join(2)
             self.proc.stdout.close()
         if self._final_output is None:
-            self._final_output = self.output()
-            self._output.close()
+            self._keep_output()
 
     def output(self) -> str:
         """Everything the worker wrote to stdout (but the ready line) and stderr so far."""
@@ -135,7 +123,7 @@ class GrpcSupervisor(FakeSupervisor):
     # --- the Session ----------------------------------------------------------------------
 
     def _outgoing(self) -> Iterator[Any]:
-        from ._proto.snakepit.v1 import worker_pb2 as pb
+        from .._proto.snakepit.v1 import worker_pb2 as pb
 
         get = self._requests.get
         while True:

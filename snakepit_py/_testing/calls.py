@@ -1,0 +1,119 @@
+"""The handles a test holds for a call it sent: PendingCall (one answer) and Stream (chunks)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any, NoReturn, Protocol
+
+from ..errors import CallError
+
+
+class Sender(Protocol):
+    """What a call handle needs from its supervisor."""
+
+    timeout: float
+
+    def cancel(self, call_id: int) -> None: ...
+
+    def credit(self, call_id: int, n: int) -> None: ...
+
+
+class PendingCall:
+    """A call that has been sent; ``wait()`` returns its result or raises CallError."""
+
+    def __init__(self, sup: Sender, call_id: int) -> None:
+        self.sup = sup
+        self.id = call_id
+        self.events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self.done = False
+        self.outcome: tuple[str, Any] | None = None
+
+    def next_event(self, timeout: float | None = 30.0) -> tuple[str, Any, Any]:
+        """The next ``("chunk", seq, data)``, ``("ok", result, None)`` or ``("error", map, None)``.
+
+        Raises:
+            TimeoutError: nothing arrived in time.
+        """
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"call {self.id}: nothing arrived within {timeout} s") from None
+
+    def wait(self, timeout: float | None = 30.0) -> Any:
+        """Wait for the terminal message (skipping chunks) and return the result.
+
+        Raises:
+            CallError: the call ended with an error.
+            TimeoutError: no terminal message in time.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.outcome is None:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            kind, value, _ = self.next_event(left)
+            if kind != "chunk":
+                self.outcome = (kind, value)
+        kind, value = self.outcome
+        if kind == "error":
+            raise CallError(value)
+        return value
+
+
+class Stream:
+    """Iterates the chunks of a streaming call; ``result`` holds the return value at the end.
+
+    With ``auto_credit`` the stream grants credit back as chunks are consumed,
+    like a real consumer would; otherwise use ``credit(n)``.
+    """
+
+    def __init__(self, call: PendingCall, credit: int | None, auto_credit: bool) -> None:
+        self.call = call
+        self.id = call.id
+        self.result: Any = None
+        self.finished = False
+        self._window = credit if auto_credit and credit else 0
+        self._consumed = 0
+        self.seqs: list[int] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self.finished:
+            raise StopIteration
+        kind, value, data = self.call.next_event(self.call.sup.timeout)
+        if kind != "chunk":
+            self._end(kind, value)
+        self.seqs.append(value)
+        if self._window:
+            self._consumed += 1
+            if self._consumed >= max(1, self._window // 2):
+                self.credit(self._consumed)
+                self._consumed = 0
+        return data
+
+    def next_chunk(self, timeout: float) -> Any:
+        """The next chunk, waiting at most ``timeout`` seconds (TimeoutError otherwise)."""
+        kind, value, data = self.call.next_event(timeout)
+        if kind != "chunk":
+            self._end(kind, value)
+        self.seqs.append(value)
+        return data
+
+    def _end(self, kind: str, value: Any) -> NoReturn:
+        """Keep the terminal message, then stop the iteration (or raise its CallError)."""
+        self.finished = True
+        self.call.outcome = (kind, value)
+        if kind == "error":
+            raise CallError(value)
+        self.result = value
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """Send ``{:cancel, id}``; the stream then ends with a ``cancelled`` CallError."""
+        self.call.sup.cancel(self.id)
+
+    def credit(self, n: int) -> None:
+        """Grant ``n`` more chunks."""
+        self.call.sup.credit(self.id, n)
