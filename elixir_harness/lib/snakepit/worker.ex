@@ -242,6 +242,9 @@ defmodule Snakepit.Worker do
     {:reply, info, state}
   end
 
+  # The hot path of a call: {:"$snakepit_call", call} -> Calls.accept ->
+  # Calls.dispatch -> Wire.send; then {port, {:data, bin}} -> Wire.decode ->
+  # handle_frame -> Calls.finish -> Call.reply.
   @impl true
   def handle_info({port, {:data, bin}}, %{port: port} = state) do
     case Wire.decode(bin) do

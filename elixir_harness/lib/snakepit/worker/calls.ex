@@ -2,9 +2,10 @@ defmodule Snakepit.Worker.Calls do
   @moduledoc false
   # The calls on one worker: sending them, matching each terminal frame to its
   # call, cancelling. These functions take and return the worker's state map
-  # and own its `:calls` (id => call, in flight), `:refs` (ref => id, streams
-  # only), `:backlog` (calls that came while no process was ready) and
-  # `:next_id`; the port is `:port`.
+  # and keep its `:calls` (id => call, in flight), `:refs` (ref => id, streams
+  # only) and `:backlog` (calls that came while no process was ready); ids come
+  # from `:next_id`, shared with `Snakepit.Worker.Health`'s asks. When the
+  # process ends, `Snakepit.Worker.Crash` fails and clears them.
   #
   # `dispatch/2` and `finish/3` are the hot path of every call: keep them to
   # the function calls and map operations they have.
