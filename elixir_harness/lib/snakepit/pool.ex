@@ -299,7 +299,9 @@ defmodule Snakepit.Pool do
   defp serve_queue(pid, state) do
     w = state.workers[pid]
 
-    if w && w.status == :idle do
+    # Most checkins find nothing waiting: that costs one check here, not a
+    # call into Queue (a Queue.t() is an Erlang :queue).
+    if w && w.status == :idle && not :queue.is_empty(state.queue) do
       case Queue.take(state.queue, w, state.workers) do
         nil ->
           state

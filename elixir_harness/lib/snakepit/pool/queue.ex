@@ -77,10 +77,7 @@ defmodule Snakepit.Pool.Queue do
 
   @doc "Takes the first queued call that worker `w` may take: `{call, rest}`, or nil."
   @spec take(t(), map(), workers()) :: {map(), t()} | nil
-  def take(queue, w, workers) do
-    # checked first: most checkins find nothing waiting
-    if :queue.is_empty(queue), do: nil, else: take_first(queue, &eligible?(&1, w, workers))
-  end
+  def take(queue, w, workers), do: take_first(queue, &eligible?(&1, w, workers))
 
   @doc "Removes the queued call with this ref: `{[call], rest}`, or `{[], queue}`."
   @spec cancel(t(), reference()) :: {[map()], t()}
