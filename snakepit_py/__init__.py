@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._context import CallContext, current_call
-from ._registry import method
+from ._methods import method
 from .codec import Atom, ImproperList
 from .errors import (
     BadArguments,
@@ -53,23 +53,22 @@ __all__ = [
 
 def publish(name: str, data: object) -> None:
     """Push an ``{:event, name, data}`` frame to the supervisor (a no-op when not serving)."""
-    from ._dispatcher import active_dispatchers
+    from ._state import publish as _publish
 
-    for d in active_dispatchers():
-        d.publish(name, data)
+    _publish(name, data)
 
 
 def report_loaded(models: list) -> None:
     """Report the models this worker has loaded: health reports list them and a
     ``"loaded_models"`` event is pushed so routing tables update at once."""
-    from ._dispatcher import set_loaded_models
+    from ._state import set_loaded_models
 
     set_loaded_models(models)
 
 
 def worker_args() -> list[str]:
     """The worker's own options: whatever followed ``--`` on its command line."""
-    from ._server import worker_args as _args
+    from ._state import worker_args as _args
 
     return _args()
 

@@ -1,28 +1,39 @@
-"""The per-call context user code sees through ``current_call()``."""
+"""The per-call context user code sees through ``current_call()``.
+
+A ``CallContext`` is one call in flight: its identity, deadline, credit and
+cancellation, which thread runs its user code (for interrupts), and its
+chunks, which it writes itself through the ``ChunkOutlet`` it was built with.
+"""
 
 from __future__ import annotations
 
 import _thread
 from contextvars import ContextVar
 
-from .errors import CallCancelled
+from ._wire import CHUNK, ChunkUnencodable, oversize_error
+from .errors import CallCancelled, EncodeError
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
     import threading
+    from collections.abc import Callable
     from typing import Any
 
-    from ._dispatcher import Dispatcher
-    from ._registry import Method
+    from ._methods import Method
 
 
-__all__ = ["CallContext", "current_call"]
+__all__ = ["CallContext", "ChunkOutlet", "current_call", "call_var", "QUEUED", "RUNNING", "DONE"]
 
-_current: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", default=None)
+# The call running in this thread or task. A ContextVar, not a per-thread
+# table: code the call hands its context to (asyncio.to_thread,
+# contextvars.copy_context().run) finds it too.
+call_var: ContextVar[CallContext | None] = ContextVar("snakepit_current_call", default=None)
 
 # Call states.
 QUEUED, RUNNING, DONE = 0, 1, 2
+
+get_ident = _thread.get_ident
 
 _async_exc_api: Any = None
 
@@ -46,10 +57,36 @@ def current_call() -> CallContext:
     Raises:
         RuntimeError: outside a call.
     """
-    ctx = _current.get()
+    ctx = call_var.get()
     if ctx is None:
         raise RuntimeError("current_call() used outside a snakepit method call")
     return ctx
+
+
+class ChunkOutlet:
+    """Where a connection's calls write their chunks: the codec, the frame limit, the writer.
+
+    Args:
+        codec: a codec module; its ``chunk_encoder(call_id)`` is used when it has one.
+        write_soon: writes one frame, and may hold it back briefly to coalesce
+            it with others (a fast stream's writes are most of its cost).
+        max_frame: a chunk frame larger than this is ``:unencodable``.
+    """
+
+    __slots__ = ("write_soon", "max_frame", "_codec")
+
+    def __init__(self, codec: Any, write_soon: Callable[[bytes], None], max_frame: int) -> None:
+        self.write_soon = write_soon
+        self.max_frame = max_frame
+        self._codec = codec
+
+    def encoder(self, call_id: int) -> Callable[[int, Any], bytes]:
+        """Return ``(seq, data) -> frame`` for the chunks of call ``call_id``."""
+        make = getattr(self._codec, "chunk_encoder", None)
+        if make is not None:
+            return make(call_id)
+        encode = self._codec.encode
+        return lambda seq, data: encode((CHUNK, call_id, seq, data))
 
 
 class CallContext:
@@ -64,14 +101,14 @@ class CallContext:
 
     __slots__ = (
         "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
-        "cancel_reason", "_dispatcher", "_lock", "_cond", "_credit", "_seq",
+        "cancel_reason", "_outlet", "_lock", "_cond", "_credit", "_seq",
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
-        "serial", "armed", "encode_chunk",
+        "serial", "armed", "_encode_chunk",
     )  # fmt: skip
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        outlet: ChunkOutlet,
         call_id: int,
         spec: Method,
         args: tuple[Any, ...],
@@ -89,7 +126,7 @@ class CallContext:
         self.spec = spec
         self.state = QUEUED
         self.cancel_reason: str | None = None
-        self._dispatcher = dispatcher
+        self._outlet = outlet
         self._lock = _thread.allocate_lock()
         self._cond: threading.Condition | None = None
         self._credit = credit
@@ -102,7 +139,7 @@ class CallContext:
         self._async_wake: asyncio.Event | None = None
         self.serial = 0  # set when the call has a deadline
         self.armed = False  # its deadline is in the timer's heap
-        self.encode_chunk: Any = None  # (seq, data) -> chunk frame, made on the first chunk
+        self._encode_chunk: Any = None  # (seq, data) -> chunk frame, made on the first chunk
 
     # --- what user code uses -------------------------------------------------------------
 
@@ -144,12 +181,12 @@ class CallContext:
         with self._lock:
             if self.cancel_reason is not None:
                 raise CallCancelled(self.cancel_reason)
-            self._dispatcher.write_chunk_locked(self, chunk)
+            self._write_chunk_locked(chunk)
 
     def __repr__(self) -> str:
         return f"<CallContext id={self.id} method={self.method!r} cancelled={self.cancelled}>"
 
-    # --- runtime side --------------------------------------------------------------------
+    # --- runtime side: credit and chunks -------------------------------------------------
 
     def add_credit(self, n: int) -> None:
         """Grant ``n`` more chunks and wake a producer waiting for credit."""
@@ -174,7 +211,7 @@ class CallContext:
         with self._lock:
             # Only the call's own thread leaves (and re-enters) user code here; a
             # helper thread of the user's that sends must not disarm the interrupt.
-            own = self._thread_id == _thread.get_ident()
+            own = self._thread_id == get_ident()
             in_user = self._in_user
             if own:
                 self._in_user = False
@@ -195,8 +232,100 @@ class CallContext:
 
                     self._cond = threading.Condition(self._lock)
                 self._cond.wait()
-            self._dispatcher.write_chunk_locked(self, chunk)
+            self._write_chunk_locked(chunk)
             self._in_user = in_user
+
+    def _write_chunk_locked(self, data: Any) -> None:
+        """Write one ``{:chunk, id, seq, data}``; the caller holds ``_lock``.
+
+        Raises:
+            CallCancelled: the call already ended.
+            ChunkUnencodable: the codec cannot carry ``data``, or its frame is too large.
+        """
+        if self.state == DONE:
+            raise CallCancelled(self.cancel_reason or "cancelled")
+        outlet = self._outlet
+        encode = self._encode_chunk
+        if encode is None:
+            encode = self._encode_chunk = outlet.encoder(self.id)
+        try:
+            frame = encode(self._seq, data)
+        except EncodeError as exc:
+            raise ChunkUnencodable(exc) from None
+        if len(frame) > outlet.max_frame:
+            raise ChunkUnencodable(oversize_error(frame, data, outlet.max_frame)) from None
+        self._seq += 1
+        if self._credit is not None:
+            self._credit -= 1
+        try:
+            outlet.write_soon(frame)
+        except OSError:
+            pass
+
+    # --- runtime side: the call's life ---------------------------------------------------
+
+    # Interrupting pure-Python code: an asynchronous exception raised in the
+    # call's thread. It is only ever aimed at the thread while it runs user
+    # code (``_in_user``), at most once per call, and cleared when the thread
+    # leaves user code, so it never lands in the runtime's own bookkeeping.
+
+    def enter(self) -> bool:
+        """Start running a queued call in this thread: from now on it runs user code.
+
+        Returns:
+            False when the call was answered already (cancelled while queued).
+
+        Raises:
+            CallCancelled: it was cancelled before it started.
+        """
+        lock = self._lock
+        lock.acquire()  # acquire/release, not `with`: see Dispatcher.accept_call
+        if self.state != QUEUED:
+            lock.release()
+            return False
+        if self.cancel_reason is not None:
+            lock.release()
+            raise CallCancelled(self.cancel_reason)
+        self.state = RUNNING
+        self._thread_id = get_ident()
+        self._in_user = True
+        lock.release()
+        return True
+
+    def started(self) -> None:
+        """Mark a call running whose user code runs on the event loop (never interrupted)."""
+        with self._lock:
+            if self.state == QUEUED:
+                self.state = RUNNING
+
+    def leave_user(self) -> bool:
+        """Leave user code (dropping an interrupt still pending); returns whether it was in it."""
+        with self._lock:
+            was = self._in_user
+            self._in_user = False
+            if self._interrupted and self._thread_id:
+                _set_async_exc(self._thread_id, None)
+            return was
+
+    def close(self, leave_user: bool = False) -> bool:
+        """Mark the call answered, leaving user code first when ``leave_user``.
+
+        Returns:
+            True for the one caller that closed it: that caller writes its terminal.
+        """
+        lock = self._lock
+        lock.acquire()  # (see enter; nothing below raises but the async-exc call)
+        try:
+            if leave_user:  # the same as leave_user(), in this one locked section
+                self._in_user = False
+                if self._interrupted and self._thread_id:
+                    _set_async_exc(self._thread_id, None)
+            if self.state == DONE:
+                return False
+            self.state = DONE
+            return True
+        finally:
+            lock.release()
 
     def request_cancel(self, reason: str) -> int:
         """Mark the call cancelled; returns the state it was in.
@@ -208,20 +337,6 @@ class CallContext:
                 self.cancel_reason = reason
                 self._wake_locked()
             return self.state
-
-    # Interrupting pure-Python code: an asynchronous exception raised in the
-    # call's thread. It is only ever aimed at the thread while it runs user
-    # code (``_in_user``), at most once per call, and cleared when the thread
-    # leaves user code, so it never lands in the runtime's own bookkeeping.
-
-    def _leave_user(self) -> bool:
-        """Leave user code; returns whether the thread was in user code."""
-        with self._lock:
-            was = self._in_user
-            self._in_user = False
-            if self._interrupted and self._thread_id:
-                _set_async_exc(self._thread_id, None)  # drop it if still pending
-            return was
 
     def interrupt(self) -> bool:
         """Raise CallCancelled in the call's thread if it is running user code."""

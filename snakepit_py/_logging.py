@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from ._context import _current
+from ._context import call_var
 from .codec import Atom
 
 TYPE_CHECKING = False
@@ -62,7 +62,7 @@ def _attach(send: Callable[[Any], None], level: int) -> None:
                 return
             self._busy.on = True
             try:
-                ctx = _current.get()
+                ctx = call_var.get()
                 meta = {_LOGGER: record.name, _CALL_ID: ctx.id if ctx is not None else None}
                 send((_LOG, _level_atom(record.levelno), self.format(record), meta))
             except Exception:

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from . import _lifecycle, _logging
+from . import _lifecycle, _logging, _state
 from ._dispatcher import Dispatcher
 from ._options import WorkerOptions
 from ._registry import Registry
@@ -38,14 +38,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["serve", "peek_call_id"]
-
-_worker_args: list[str] = []
-
-
-def worker_args() -> list[str]:
-    """The options given after ``--`` on the worker's command line, for the worker's own code."""
-    return list(_worker_args)
-
 
 def peek_call_id(frame: bytes) -> int | None:
     """Find the id of a ``{:call, id, ...}`` frame that did not decode as a whole (ETF only)."""
@@ -298,7 +290,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
             stdout is protected, so prints at import time are harmless).
         opts: the worker options.
     """
-    _worker_args[:] = opts.worker_args
+    _state.set_worker_args(opts.worker_args)
     if opts.stdio:
         fd_in, fd_out = protect_stdio(True)
     else:

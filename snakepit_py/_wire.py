@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OK", "ERROR", "CHUNK", "HEALTH", "DESCRIBE", "EVENT", "LOG", "BYE", "READY",
     "KIND", "ChunkUnencodable", "error_map", "format_traceback", "unencodable_error",
-    "check_opts", "short", "int_or_none", "atom_keys", "NUMBERS",
+    "check_opts", "call_problem", "short", "int_or_none", "atom_keys", "NUMBERS", "oversize_error",
 ]  # fmt: skip
 
 A = Atom
@@ -84,6 +84,16 @@ def unencodable_error(exc: EncodeError, what: str) -> dict:
     )  # fmt: skip
 
 
+def oversize_error(frame: bytes, value: Any, max_frame: int) -> EncodeError:
+    """The error for a reply the peer would refuse: over ``max_frame`` (``--max-frame``)."""
+    exc = EncodeError(
+        f"its frame of {len(frame)} bytes is over the limit of {max_frame} bytes",
+        type(value).__qualname__,
+    )
+    exc.details = {"size": len(frame), "max_frame": max_frame}  # type: ignore[attr-defined]
+    return exc
+
+
 NUMBERS = (int, float)
 
 
@@ -98,6 +108,23 @@ def check_opts(opts: dict) -> str | None:
     if m is not None and type(m) is not dict:
         return f"opts.meta must be a map, got: {short(m)}"
     return None
+
+
+def call_problem(cid: Any, name: Any, args: Any, kwargs: Any, opts: Any) -> tuple[int | None, str]:
+    """What is wrong with a call envelope whose fields do not all have their types.
+
+    Returns:
+        The call id to answer (None when the id itself is bad) and the problem.
+    """
+    if type(cid) is not int or cid < 0:
+        return None, f"call id must be a non-negative integer, got: {short(cid)}"
+    if type(name) is not str:
+        return cid, f"method must be a UTF-8 binary, got: {short(name)}"
+    if type(args) is not list:
+        return cid, f"args must be a list, got: {short(args)}"
+    if type(kwargs) is not dict:
+        return cid, f"kwargs must be a map, got: {short(kwargs)}"
+    return cid, f"opts must be a map, got: {short(opts)}"
 
 
 def int_or_none(v: Any) -> int | None:

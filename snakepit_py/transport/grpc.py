@@ -356,9 +356,9 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         load: imports the user's code and returns its registry.
         opts: the worker options (``opts.grpc`` is ``HOST:PORT``).
     """
-    from .. import _server
+    from .. import _server, _state
 
-    _server._worker_args[:] = opts.worker_args
+    _state.set_worker_args(opts.worker_args)
     try:
         host, port = parse_address(opts.grpc or "")
     except ValueError as exc:

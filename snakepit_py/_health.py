@@ -1,0 +1,116 @@
+"""What a worker says about itself: ``:ready`` info, health, ``describe``, ``:bye`` stats."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import __version__, _state
+from ._wire import atom_keys
+from .codec import Atom
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._registry import Registry
+    from ._table import CallTable
+
+__all__ = ["Health", "rss_mb"]
+
+A = Atom
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MiB (0.0 where /proc cannot tell)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Health:
+    """The reports of one connection's worker.
+
+    Args:
+        registry: the worker's methods (and its ``health_check`` hook).
+        table: the connection's calls in flight and counts.
+        worker_id: name used in reports.
+        threads: sync slots.
+        max_inflight: calls accepted at once.
+    """
+
+    def __init__(self, registry: Registry, table: CallTable, worker_id: str, threads: int,
+                 max_inflight: int) -> None:  # fmt: skip
+        self.registry = registry
+        self.table = table
+        self.worker_id = worker_id
+        self.threads = threads
+        self.max_inflight = max_inflight
+        self.started = time.monotonic()
+
+    def ready(self) -> dict:
+        """The ``{:ready, info}`` map."""
+        return {
+            A("protocol"): 1,
+            A("pid"): os.getpid(),
+            A("worker_id"): self.worker_id,
+            A("python"): sys.version.split()[0],
+            A("version"): __version__,
+            A("methods"): sorted(self.registry.methods),
+            A("threads"): self.threads,
+            A("max_inflight"): self.max_inflight,
+        }
+
+    def report(self) -> dict:
+        """The health report (PROTOCOL.md §4), with the user's hook merged in."""
+        extra: dict[Any, Any] = {}
+        loaded = _state.loaded_models()
+        hook = self.registry.health_hook
+        if hook is not None:
+            try:
+                got = hook()
+                if isinstance(got, dict):
+                    extra = dict(got)
+                    if "loaded_models" in extra:
+                        loaded = list(extra.pop("loaded_models") or [])
+            except Exception as exc:  # a broken hook must not break health checks
+                extra = {"health_check_error": f"{type(exc).__name__}: {exc}"}
+        table = self.table
+        if table.draining:
+            status = "draining"
+        elif len(table.calls) >= self.max_inflight or table.running_sync() >= self.threads:
+            status = "busy"
+        else:
+            status = "healthy"
+        return {
+            A("status"): A(status),
+            A("worker_id"): self.worker_id,
+            A("pid"): os.getpid(),
+            A("uptime_ms"): self.uptime_ms(),
+            A("memory_mb"): rss_mb(),
+            A("inflight"): len(table.calls),
+            A("served"): table.served,
+            A("failed"): table.failed,
+            A("loaded_models"): loaded,
+            A("extra"): extra,
+        }
+
+    def describe(self) -> dict:
+        """The method catalogue with atom keys, as sent on the wire."""
+        return atom_keys(self.registry.describe())
+
+    def stats(self) -> dict:
+        """The ``:bye`` statistics."""
+        return {
+            A("served"): self.table.served,
+            A("failed"): self.table.failed,
+            A("uptime_ms"): self.uptime_ms(),
+        }
+
+    def uptime_ms(self) -> int:
+        """Milliseconds since this connection started."""
+        return int((time.monotonic() - self.started) * 1000)

@@ -1,0 +1,368 @@
+"""Declaring methods (``@method``) and what one method is: its kind, signature, binding."""
+
+from __future__ import annotations
+
+from ._checks import Mismatch, converter, describe_value, simple_type
+from .errors import BadArguments, RegistryError
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import inspect
+    from collections.abc import Callable
+    from typing import Any
+
+
+__all__ = ["method", "Method", "MethodOptions", "NO_KWARGS", "by_name", "marked_options",
+           "reject_unknown_options"]  # fmt: skip
+
+_MARK = "__snakepit_method__"
+_OPTIONS = ("name", "timeout", "doc", "streaming")
+# Module-level declarations seen so far, to refuse duplicates at import time:
+# {module name: {method name: function qualname}}.
+_declared: dict[str, dict[str, str]] = {}
+
+
+class MethodOptions:
+    """The options given to ``@method``."""
+
+    __slots__ = ("name", "timeout", "doc", "streaming")
+
+    def __init__(self, name: str | None = None, timeout: float | None = None,
+                 doc: str | None = None, streaming: bool | None = None) -> None:  # fmt: skip
+        self.name = name
+        self.timeout = timeout
+        self.doc = doc
+        self.streaming = streaming
+
+
+def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Mark a function (or a class member) as callable from the supervisor.
+
+    Works bare (``@method``) and with keyword-only options
+    (``@method(name="predict", timeout=5.0, doc="...", streaming=True)``).
+
+    Raises:
+        RegistryError: an unknown option, a bad option value, or a duplicate
+            method name in the same module.
+    """
+    if fn is not None and not callable(fn):
+        raise RegistryError(
+            f"@method takes keyword-only options, e.g. @method(name={fn!r}); got: {fn!r}"
+        )
+    opts = _check_options(options)
+    if fn is None:
+        return lambda f: _mark(f, opts)
+    return _mark(fn, opts)
+
+
+def reject_unknown_options(
+    decorator: str, options: dict[str, Any], allowed: tuple[str, ...]
+) -> None:
+    """Raise RegistryError for the first option of ``decorator`` not in ``allowed``, with a hint."""
+    for key in options:
+        if key not in allowed:
+            import difflib
+
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RegistryError(
+                f"{decorator} got an unknown option {key!r}{hint}; "
+                f"valid options are: {', '.join(allowed)}"
+            )
+
+
+def _check_options(options: dict[str, Any]) -> MethodOptions:
+    reject_unknown_options("@method", options, _OPTIONS)
+    name = options.get("name")
+    if name is not None and (not isinstance(name, str) or not name or name.startswith("_")):
+        raise RegistryError(
+            f"@method(name=...) must be a non-empty str not starting with '_'; got: {name!r}"
+        )
+    timeout = options.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise RegistryError(
+            f"@method(timeout=...) is in seconds and must be a positive number; got: {timeout!r}"
+        )
+    return MethodOptions(**options)
+
+
+def _mark(fn: Callable[..., Any], opts: MethodOptions) -> Callable[..., Any]:
+    target = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
+    name = opts.name or getattr(target, "__name__", None)
+    if not name or name.startswith("_"):
+        raise RegistryError(
+            f"{target!r} would be called {name!r}: names starting with '_' are never callable; "
+            "rename it or pass @method(name=...)"
+        )
+    qualname = getattr(target, "__qualname__", name)
+    module = getattr(target, "__module__", None)
+    if module and "." not in qualname:  # a module-level function: check duplicates now
+        seen = _declared.setdefault(module, {})
+        if seen.get(name, qualname) != qualname:
+            raise RegistryError(
+                f"duplicate method name {name!r} in module {module}: both {seen[name]}() and "
+                f"{qualname}() claim it; rename one or pass @method(name=...)"
+            )
+        seen[name] = qualname
+    setattr(target, _MARK, opts)
+    return fn
+
+
+def marked_options(obj: Any) -> MethodOptions | None:
+    """The ``@method`` options ``obj`` was marked with (through static/classmethod), or None."""
+    target = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
+    opts = getattr(target, _MARK, None)
+    return opts if isinstance(opts, MethodOptions) else None
+
+
+NO_KWARGS: dict[str, Any] = {}  # shared: calls unpack it (**), never mutate it
+
+
+# --- methods ------------------------------------------------------------------------------
+
+
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _code_flags(fn: Any) -> int:
+    """The code flags of the function behind ``fn`` (bound method, staticmethod, wrapper)."""
+    seen = 0
+    while seen < 100:
+        seen += 1
+        if hasattr(fn, "__func__"):
+            fn = fn.__func__
+        elif hasattr(fn, "__wrapped__"):
+            fn = fn.__wrapped__
+        else:
+            break
+    code = getattr(fn, "__code__", None)
+    return code.co_flags if code is not None else 0
+
+
+class Method:
+    """One callable method of a worker.
+
+    What needs ``inspect`` (the signature, argument checks, the docstring) is
+    worked out on first use, not at start-up: ``inspect`` and what it imports
+    cost more than the rest of a worker's start.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Any], *, doc: str | None = None,
+                 timeout: float | None = None, streaming: bool = False,
+                 is_async: bool = False, is_generator: bool = False,
+                 is_async_generator: bool = False) -> None:  # fmt: skip
+        self.name = name
+        self.fn = fn
+        self.timeout = timeout
+        self.streaming = streaming
+        self.is_async = is_async
+        self.is_generator = is_generator
+        self.is_async_generator = is_async_generator
+        self._doc = doc
+        self._sig: inspect.Signature | None = None
+        self._checks: dict[str, Callable[[Any], Any]] = {}
+        self._fast: list[Callable[[Any], Any] | None] | None = None
+        self._fast_min = 0
+        # (fewest, most) positional arguments of a method with only plain
+        # positional parameters and no annotation checks: such a call binds by
+        # a length check alone (the common case, on every call). Set by _prepare.
+        self.plain_arity: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Method {self.name}>"
+
+    @classmethod
+    def build(cls, name: str, fn: Callable[..., Any], opts: MethodOptions | None) -> Method:
+        """Describe ``fn`` as a method (what kind of callable it is; the rest on first use)."""
+        opts = opts or MethodOptions()
+        flags = _code_flags(fn)
+        is_agen = bool(flags & _CO_ASYNC_GENERATOR)
+        is_gen = bool(flags & _CO_GENERATOR)
+        return cls(
+            name,
+            fn,
+            doc=opts.doc,
+            timeout=opts.timeout,
+            streaming=bool(opts.streaming) or is_gen or is_agen,
+            is_async=bool(flags & _CO_COROUTINE) or is_agen,
+            is_generator=is_gen,
+            is_async_generator=is_agen,
+        )
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature (annotations evaluated where possible)."""
+        if self._sig is None:
+            self._prepare()
+        return self._sig  # type: ignore[return-value]
+
+    @property
+    def doc(self) -> str:
+        """The ``doc=`` option, else the docstring."""
+        if self._doc is None:
+            import inspect
+
+            self._doc = inspect.getdoc(self.fn) or ""
+        return self._doc
+
+    def _prepare(self) -> None:
+        import inspect
+
+        try:
+            sig = inspect.signature(self.fn, eval_str=True)
+        except Exception:
+            sig = inspect.signature(self.fn)
+        for p in sig.parameters.values():
+            kind = simple_type(p.annotation)
+            if kind is not None:
+                self._checks[p.name] = converter(kind)
+        # Fast path: only plain positional parameters, bound positionally.
+        params = list(sig.parameters.values())
+        if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+            self._fast = [self._checks.get(p.name) for p in params]
+            self._fast_min = sum(1 for p in params if p.default is p.empty)
+            if not self._checks:
+                self.plain_arity = (self._fast_min, len(params))
+        self._sig = sig
+
+    def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
+        """Bind and check arguments.
+
+        Returns:
+            The ``(args, kwargs)`` to call the function with.
+
+        Raises:
+            BadArguments: they do not bind, or a value fails its annotation.
+        """
+        plain = self.plain_arity
+        if plain is not None and not kwargs and plain[0] <= len(args) <= plain[1]:
+            return tuple(args), NO_KWARGS
+        if self._sig is None:
+            self._prepare()
+        fast = self._fast
+        if fast is not None and not kwargs and self._fast_min <= len(args) <= len(fast):
+            if not self._checks:
+                return tuple(args), NO_KWARGS
+            out = list(args)
+            for i, conv in enumerate(fast[: len(args)]):
+                if conv is not None:
+                    out[i] = self._check(conv, self._param_name(i), out[i])
+            return tuple(out), NO_KWARGS
+        for key in kwargs:
+            if not isinstance(key, str):
+                raise BadArguments(
+                    f"{self.name}(): keyword names must be strings; got: {key!r}", self.sig_text
+                )
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"{self.name}(): {exc}", self.sig_text) from None
+        if self._checks:
+            params = self.signature.parameters
+            for pname, value in bound.arguments.items():
+                conv = self._checks.get(pname)
+                if conv is None:
+                    continue
+                kind = params[pname].kind
+                if kind is kind.VAR_POSITIONAL:
+                    bound.arguments[pname] = tuple(self._check(conv, pname, v) for v in value)
+                elif kind is kind.VAR_KEYWORD:
+                    bound.arguments[pname] = {k: self._check(conv, k, v) for k, v in value.items()}
+                else:
+                    bound.arguments[pname] = self._check(conv, pname, value)
+        return bound.args, bound.kwargs
+
+    def _param_name(self, index: int) -> str:
+        return list(self.signature.parameters)[index]
+
+    def _check(self, conv: Callable[[Any], Any], pname: str, value: Any) -> Any:
+        try:
+            return conv(value)
+        except Mismatch as exc:
+            param = self.signature.parameters.get(pname)
+            if value is None and param is not None and param.default is None:
+                return None
+            want = simple_type(param.annotation) if param is not None else None
+            what = exc.args[0] if exc.args else f"a {type(value).__name__}"
+            raise BadArguments(
+                f"{self.name}(): argument {pname!r} must be "
+                f"{want.__name__ if want else 'of the annotated type'}; "
+                f"got {what}: {describe_value(value)}",
+                self.sig_text,
+            ) from None
+
+    @property
+    def sig_text(self) -> str:
+        """The signature as shown to callers, e.g. ``add(a: int, b: int) -> int``."""
+        return f"{self.name}{_format_signature(self.signature)}"
+
+    def describe(self) -> dict[str, Any]:
+        """This method's entry in the ``describe`` catalogue (PROTOCOL.md §4)."""
+        params = []
+        for p in self.signature.parameters.values():
+            params.append(
+                {
+                    "name": p.name,
+                    "kind": p.kind.name.lower(),
+                    "required": p.default is p.empty
+                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
+                    "default": None if p.default is p.empty else _plain_default(p.default),
+                    "annotation": None
+                    if p.annotation is p.empty
+                    else _annotation_text(p.annotation),
+                }
+            )
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "params": params,
+            "streaming": self.streaming,
+            "async": self.is_async,
+            "timeout_ms": None if self.timeout is None else int(self.timeout * 1000),
+        }
+
+
+def _annotation_text(annotation: Any) -> str:
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    import inspect
+
+    return inspect.formatannotation(annotation)
+
+
+def _format_signature(sig: inspect.Signature) -> str:
+    return str(sig.replace(parameters=list(sig.parameters.values())))
+
+
+def _plain_default(value: Any) -> Any:
+    """Defaults go on the wire only when they are plain data; anything else as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return list(value)
+    return repr(value)
+
+
+def by_name(methods: list[Method]) -> dict[str, Method]:
+    """Index ``methods`` by name.
+
+    Raises:
+        RegistryError: two share a name, or a name starts with ``_``.
+    """
+    named: dict[str, Method] = {}
+    for m in methods:
+        if m.name in named:
+            raise RegistryError(
+                f"duplicate method name {m.name!r}: two definitions claim it; "
+                "rename one or pass @method(name=...)"
+            )
+        if m.name.startswith("_"):
+            raise RegistryError(f"method names starting with '_' are not callable: {m.name!r}")
+        named[m.name] = m
+    return named
