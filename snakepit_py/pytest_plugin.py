@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ._testing.core import check_transport
 from .testing import FakeSupervisor, GrpcSupervisor
 
 Supervisor = FakeSupervisor | GrpcSupervisor
@@ -21,8 +22,10 @@ def snakepit_worker() -> Iterator[Callable[..., Supervisor]]:
     """
     started: list[Supervisor] = []
 
-    def start(target: str, **options: Any) -> Supervisor:
-        sup = FakeSupervisor(target, **options).start()
+    def start(target: str, *, transport: str = "port", **options: Any) -> Supervisor:
+        check_transport(transport)
+        cls = GrpcSupervisor if transport == "grpc" else FakeSupervisor
+        sup = cls(target, **options).start()
         started.append(sup)
         return sup
 

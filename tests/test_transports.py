@@ -13,7 +13,7 @@ from conftest import worker_path
 
 from snakepit_py import Atom
 from snakepit_py.errors import CallError
-from snakepit_py.testing import FakeSupervisor
+from snakepit_py.testing import FakeSupervisor, GrpcSupervisor
 
 TRANSPORTS = ["port", "grpc"]
 
@@ -21,9 +21,8 @@ TRANSPORTS = ["port", "grpc"]
 def make(transport: str, **kwargs):
     if transport == "grpc":
         pytest.importorskip("grpc")
-    sup = FakeSupervisor(worker_path("basic.py"), transport=transport, **kwargs)
-    assert (type(sup).__name__ == "GrpcSupervisor") == (transport == "grpc")
-    return sup
+    cls = GrpcSupervisor if transport == "grpc" else FakeSupervisor
+    return cls(worker_path("basic.py"), **kwargs)
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)

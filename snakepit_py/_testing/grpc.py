@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .core import SupervisorCore, check_transport
+from .core import SupervisorCore
 
 _READY = b"SNAKEPIT_READY grpc "
 
@@ -28,12 +28,10 @@ class GrpcSupervisor(SupervisorCore):
     Args:
         address: where the worker listens (``HOST:PORT``; port 0 picks one).
         token: a ``--grpc-token`` for the worker, sent on every RPC.
-        transport: accepted for symmetry with FakeSupervisor (``"grpc"``).
     """
 
     def __init__(self, target: str, *, address: str = "127.0.0.1:0", token: str | None = None,
-                 transport: str = "grpc", **options: Any) -> None:  # fmt: skip
-        check_transport(transport)
+                 **options: Any) -> None:  # fmt: skip
         super().__init__(target, **options)
         self._bind = address
         self.token = token

@@ -7,37 +7,18 @@ import subprocess
 import threading
 from typing import Any
 
-from .core import SupervisorCore, check_transport
+from .core import SupervisorCore
 
 
-class _ByTransport(type):
-    """Keeps ``FakeSupervisor(target, transport="grpc")`` working: that call builds a
-    GrpcSupervisor (a sibling over the same core), so a suite can take the transport
-    as a parameter. Subclasses of FakeSupervisor are always built as themselves."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        transport = kwargs.get("transport", "port")
-        check_transport(transport)
-        if transport == "grpc" and cls is FakeSupervisor:
-            from .grpc import GrpcSupervisor
-
-            return GrpcSupervisor(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
-class FakeSupervisor(SupervisorCore, metaclass=_ByTransport):
+class FakeSupervisor(SupervisorCore):
     """Runs a worker as a subprocess and speaks the wire protocol to it over pipes.
 
     Takes SupervisorCore's options (``worker_args``, ``threads``, ``codec``,
-    ``env``, ``timeout``, ``record``...), plus:
-
-    Args:
-        transport: ``"port"`` (this class) or ``"grpc"``, which builds a
-            :class:`~snakepit_py.testing.GrpcSupervisor` instead (needs the
-            ``grpc`` extra; also takes ``address=`` and ``token=``).
+    ``env``, ``timeout``, ``record``...). Over gRPC, use
+    :class:`~snakepit_py.testing.GrpcSupervisor`.
     """
 
-    def __init__(self, target: str, *, transport: str = "port", **options: Any) -> None:
+    def __init__(self, target: str, **options: Any) -> None:
         super().__init__(target, **options)
 
     def start(self) -> FakeSupervisor:
