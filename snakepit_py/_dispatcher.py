@@ -14,34 +14,14 @@ import itertools
 import os
 import time
 
-from . import _state
+from . import _state, _wire
 from ._calls import CallRunner
 from ._context import DONE, QUEUED, CallContext, ChunkOutlet
 from ._health import Health
 from ._methods import NO_KWARGS
 from ._table import CallTable
 from ._timers import Deadlines
-from ._wire import (
-    BYE,
-    DESCRIBE,
-    ERROR,
-    EVENT,
-    HEALTH,
-    LOG,
-    NUMBERS,
-    READY,
-    T_CALL,
-    T_CANCEL,
-    T_CREDIT,
-    T_DESCRIBE,
-    T_HEALTH,
-    T_SHUTDOWN,
-    call_problem,
-    check_opts,
-    error_map,
-    int_or_none,
-    short,
-)
+from ._wire import NUMBERS, call_problem, check_opts, error_map, int_or_none, short
 from .codec import Atom
 from .errors import BadArguments, MethodNotFound
 
@@ -118,12 +98,12 @@ class Dispatcher:
         self._exiting = False
         self.aborted = False
         self._handlers = {
-            T_CALL: self._on_call,
-            T_CANCEL: self._on_cancel,
-            T_CREDIT: self._on_credit,
-            T_HEALTH: self._on_health,
-            T_DESCRIBE: self._on_describe,
-            T_SHUTDOWN: self._on_shutdown,
+            _wire.T_CALL: self._on_call,
+            _wire.T_CANCEL: self._on_cancel,
+            _wire.T_CREDIT: self._on_credit,
+            _wire.T_HEALTH: self._on_health,
+            _wire.T_DESCRIBE: self._on_describe,
+            _wire.T_SHUTDOWN: self._on_shutdown,
         }
         _state.serving(self.publish)
 
@@ -138,11 +118,11 @@ class Dispatcher:
 
     def send_ready(self) -> None:
         """Send the ``{:ready, info}`` frame."""
-        self.send((READY, self.health.ready()))
+        self.send((_wire.READY, self.health.ready()))
 
     def publish(self, name: str, data: Any) -> None:
         """Push an ``{:event, name, data}`` frame."""
-        self.send((EVENT, name, data))
+        self.send((_wire.EVENT, name, data))
 
     # --- refusals -------------------------------------------------------------------------
 
@@ -152,7 +132,7 @@ class Dispatcher:
             self._violation(call_id, message)
             return
         self.table.failed += 1
-        self.send((ERROR, call_id, error_map("bad_request", "BadRequest", message)))
+        self.send((_wire.ERROR, call_id, error_map("bad_request", "BadRequest", message)))
 
     def _violation(self, call_id: int, message: str) -> None:
         """A refusal naming an id in flight: reported out of band, never as a second terminal.
@@ -162,14 +142,14 @@ class Dispatcher:
         """
         self.table.failed += 1
         text = f"refused a frame naming a call id in flight (meta call_id): {message}"
-        self.send((LOG, A("error"), text, {A("logger"): "snakepit", A("call_id"): call_id}))
+        self.send((_wire.LOG, A("error"), text, {A("logger"): "snakepit", A("call_id"): call_id}))
 
     def _reject(self, cid: int, kind: str, type_: str, message: str, **details: Any) -> None:
         if cid in self._calls:  # never a second terminal for an id in flight
             self._violation(cid, f"{kind}: {message}")
             return
         self.table.failed += 1
-        self.send((ERROR, cid, error_map(kind, type_, message, **details)))
+        self.send((_wire.ERROR, cid, error_map(kind, type_, message, **details)))
 
     def _refuse_call(self, cid: int, refusal: str) -> None:
         if refusal == "draining":
@@ -311,10 +291,10 @@ class Dispatcher:
             ctx.add_credit(msg[2])
 
     def _on_health(self, msg: tuple) -> None:
-        self._answer(msg, HEALTH, "a health request is {:health, id}", self.health_report)
+        self._answer(msg, _wire.HEALTH, "a health request is {:health, id}", self.health_report)
 
     def _on_describe(self, msg: tuple) -> None:
-        self._answer(msg, DESCRIBE, "a describe request is {:describe, id}", self.describe)
+        self._answer(msg, _wire.DESCRIBE, "a describe request is {:describe, id}", self.describe)
 
     def _answer(self, msg: tuple, tag: Atom, shape: str, report: Callable[[], dict]) -> None:
         if len(msg) != 2 or type(msg[1]) is not int or msg[1] < 0:
@@ -379,7 +359,7 @@ class Dispatcher:
         self.table.wait_idle(grace)
         self.cancel_all("shutdown")
         self.table.wait_idle(1.0)
-        self.send((BYE, self.stats()))
+        self.send((_wire.BYE, self.stats()))
         self.exit()
 
     def cancel_all(self, reason: str) -> None:

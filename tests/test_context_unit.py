@@ -133,25 +133,32 @@ def test_an_unencodable_or_oversize_chunk_is_refused_before_anything_is_written(
     assert chunks(frames) == [(Atom("chunk"), 7, 0, "fits")]  # seq did not move
 
 
-def test_interrupt_reaches_only_a_thread_running_user_code_and_only_once():
-    ctx, _ = make()
-    assert ctx.interrupt() is False  # not started: nothing to interrupt
-    started = threading.Event()
+def start_user_code(ctx: CallContext, stop: threading.Event) -> tuple[threading.Thread, list]:
+    """Run ``ctx`` in a thread whose user code spins in pure Python until ``stop`` or an
+    interrupt; its box gets "interrupted" or "not interrupted". Returns once it spins."""
+    spinning = threading.Event()
 
     def user_code() -> str:
         ctx.enter()
-        started.set()
+        spinning.set()
         try:
-            n = 0
-            while True:  # pure Python: the asynchronous exception lands here
-                n += 1
+            while not stop.is_set():  # pure Python: an asynchronous exception lands here
+                pass
+            return "not interrupted"
         except CallCancelled:
             return "interrupted"
         finally:
             ctx.leave_user()
 
-    t, box = in_thread(user_code)
-    assert started.wait(WAIT)
+    thread, box = in_thread(user_code)
+    assert spinning.wait(WAIT)
+    return thread, box
+
+
+def test_interrupt_reaches_only_a_thread_running_user_code_and_only_once():
+    ctx, _ = make()
+    assert ctx.interrupt() is False  # not started: nothing to interrupt
+    t, box = start_user_code(ctx, threading.Event())
     assert ctx.state == RUNNING
     assert ctx.interrupt() is True
     assert ctx.interrupt() is False  # at most once per call
@@ -184,23 +191,8 @@ def test_no_interrupt_lands_after_the_thread_left_user_code():
 def test_a_helper_thread_sending_does_not_disarm_the_calls_own_interrupt():
     # Given a call running user code in its own thread
     ctx, frames = make()
-    started = threading.Event()
     stop = threading.Event()
-
-    def user_code() -> str:
-        ctx.enter()
-        started.set()
-        try:
-            while not stop.is_set():
-                pass
-            return "not interrupted"
-        except CallCancelled:
-            return "interrupted"
-        finally:
-            ctx.leave_user()
-
-    t, box = in_thread(user_code)
-    assert started.wait(WAIT)
+    t, box = start_user_code(ctx, stop)
     # When a helper thread of the user's sends a chunk for it
     helper, hbox = in_thread(lambda: ctx.emit("from a helper"))
     helper.join(WAIT)
