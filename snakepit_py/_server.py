@@ -23,6 +23,7 @@ from ._dispatcher import Dispatcher
 from ._options import WorkerOptions
 from ._registry import Registry
 from .codec import get_codec
+from .codec.etf import peek_call_id  # (importable from here too, as before)
 from .errors import DecodeError
 from .transport.port import FrameReader, FrameTooLarge, FrameWriter, protect_stdio
 
@@ -38,34 +39,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["serve", "peek_call_id"]
-
-def peek_call_id(frame: bytes) -> int | None:
-    """Find the id of a ``{:call, id, ...}`` frame that did not decode as a whole (ETF only)."""
-    try:
-        if frame[0] != 131:
-            return None
-        pos = 3 if frame[1] == 104 else 6 if frame[1] == 105 else 0
-        if not pos:
-            return None
-        tag = frame[pos]
-        if tag in (119, 115):
-            end = pos + 2 + frame[pos + 1]
-            name = frame[pos + 2 : end]
-        elif tag in (118, 100):
-            end = pos + 3 + int.from_bytes(frame[pos + 1 : pos + 3], "big")
-            name = frame[pos + 3 : end]
-        else:
-            return None
-        if bytes(name) not in (b"call", b"cancel", b"credit"):
-            return None
-        if frame[end] == 97:
-            return frame[end + 1]
-        if frame[end] == 98 and len(frame) >= end + 5:
-            value = int.from_bytes(frame[end + 1 : end + 5], "big", signed=True)
-            return value if value >= 0 else None
-    except IndexError:
-        return None
-    return None
 
 
 def _no_fields(_frame: bytes) -> None:

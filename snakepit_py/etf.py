@@ -1,6 +1,7 @@
-"""Erlang External Term Format on its own: ``encode``, ``decode``, ``Atom``, ``ImproperList``.
+"""Erlang External Term Format on its own: ``encode``, ``decode`` and the term types.
 
-This is the public name of :mod:`snakepit_py.codec.etf`.
+The public name of the codec :mod:`snakepit_py.codec.etf`, without the hooks
+the runtime uses (those stay on the codec: see :mod:`snakepit_py.codec`).
 """
 
 from .codec.etf import *  # noqa: F403

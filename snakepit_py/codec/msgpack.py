@@ -11,13 +11,15 @@ Needs the ``msgpack`` package: ``pip install snakepit_py[msgpack]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from ..errors import DecodeError, EncodeError
-from ._terms import Atom, ImproperList
+from ._limits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE
+from ._terms import Atom, ImproperList, Opaque
 from ._terms import type_name as _type_name
-from .etf import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE, Opaque
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 try:
     import msgpack as _msgpack
@@ -196,3 +198,36 @@ def decode(
         raise DecodeError("msgpack value nested too deeply", bytes(data)) from None
     except Exception as exc:  # msgpack's own errors, unhashable keys...
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}", bytes(data)) from None
+
+
+# --- the runtime's hooks (the Codec protocol of snakepit_py.codec) ---------
+# msgpack has no shortcuts: each hook takes the general road.
+
+decode_message = decode
+
+_OK = Atom("ok")
+_CHUNK = Atom("chunk")
+
+
+def call_fields(frame: bytes) -> None:
+    """None, always: every frame is decoded whole (``decode_message``) and checked."""
+    return None
+
+
+def encode_ok(call_id: int, result: Any) -> bytes:
+    """Encode ``{:ok, call_id, result}``: ``encode((Atom("ok"), call_id, result))``."""
+    return encode((_OK, call_id, result))
+
+
+def chunk_encoder(call_id: int) -> Callable[[int, Any], bytes]:
+    """Return ``encode_chunk(seq, data)``: the bytes of ``{:chunk, call_id, seq, data}``."""
+
+    def encode_chunk(seq: int, data: Any) -> bytes:
+        return encode((_CHUNK, call_id, seq, data))
+
+    return encode_chunk
+
+
+def peek_call_id(frame: bytes) -> None:
+    """None, always: a msgpack frame that did not decode shows no call id."""
+    return None

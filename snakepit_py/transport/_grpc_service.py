@@ -188,7 +188,7 @@ class WorkerService:
             self._end_session(session)
 
     def _session_bad(self, session: SessionRoute, frame: bytes, message: str) -> None:
-        from .._server import peek_call_id
+        from ..codec.etf import peek_call_id
 
         ext = peek_call_id(frame) if self.codec.name == "etf" else None
         self._session_error(session, ext, message)
