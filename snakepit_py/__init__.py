@@ -6,10 +6,9 @@ Write methods with :func:`method`, serve them with ``snakepit-py worker TARGET``
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ._context import CallContext, current_call
 from ._methods import method
+from ._version import __version__
 from .codec import Atom, ImproperList
 from .errors import (
     BadArguments,

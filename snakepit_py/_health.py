@@ -6,7 +6,8 @@ import os
 import sys
 import time
 
-from . import __version__, _state
+from . import _state
+from ._version import __version__
 from ._wire import atom_keys
 from .codec import Atom
 

@@ -22,6 +22,7 @@ __all__ = [
     "become_subreaper",
     "descendants",
     "exit_process",
+    "ignore_signal",
     "keep_heap_memory",
     "kill_descendants",
     "reap",
@@ -43,6 +44,15 @@ def become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def ignore_signal(_signum: int, _frame: object) -> None:
+    """A signal handler that does nothing.
+
+    Used for SIGINT rather than ``SIG_IGN``: a disposition of ``SIG_IGN`` is
+    inherited by every child process (a Ray task could then not be
+    interrupted); a handler is reset to the default in a child.
+    """
 
 
 def keep_heap_memory(mmap_threshold: int = 16 << 20, trim_threshold: int = 32 << 20) -> bool:

@@ -251,10 +251,6 @@ class _AfterReady:
         self._dispatcher.warm_up()
 
 
-def _ignore_signal(_signum: int, _frame: object) -> None:
-    """A handler that does nothing (see ``serve``)."""
-
-
 def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     """Run a worker over the Port until end of input, ``:shutdown`` or SIGTERM; never returns.
 
@@ -280,7 +276,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
                 os._exit(2)
     # SIGINT is ignored with a do-nothing handler, not SIG_IGN: SIG_IGN would be
     # inherited by every child process (a Ray task could then not be interrupted).
-    signal.signal(signal.SIGINT, _ignore_signal)
+    signal.signal(signal.SIGINT, _lifecycle.ignore_signal)
     codec = get_codec(opts.codec)
     writer = FrameWriter(fd_out)
     done = _thread.allocate_lock()  # released once, when the worker should exit

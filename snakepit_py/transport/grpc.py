@@ -356,7 +356,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
         load: imports the user's code and returns its registry.
         opts: the worker options (``opts.grpc`` is ``HOST:PORT``).
     """
-    from .. import _server, _state
+    from .. import _state
 
     _state.set_worker_args(opts.worker_args)
     try:
@@ -367,7 +367,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     if not opts.grpc_token and creds is None:
         _require_loopback(host)
     # Ignored with a do-nothing handler, not SIG_IGN, which children would inherit.
-    signal.signal(signal.SIGINT, _server._ignore_signal)
+    signal.signal(signal.SIGINT, _lifecycle.ignore_signal)
     _lifecycle.become_subreaper()
     registry = load()
     worker = _Server(registry, opts)
