@@ -1,6 +1,6 @@
 """Checking arguments against simple annotations (``int``, ``float``, ``str``, ``bytes`` ...).
 
-Only the annotations PROTOCOL.md names are checked; anything richer is not.
+Only the annotations docs/protocol.md names are checked; anything richer is not.
 ``int`` accepts no ``bool``; ``float`` accepts ints and converts them; ``bytes``
 accepts valid UTF-8 (which arrives as ``str``) and encodes it back.
 """

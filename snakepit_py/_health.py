@@ -67,7 +67,7 @@ class Health:
         }
 
     def report(self) -> dict:
-        """The health report (PROTOCOL.md §4), with the user's hook merged in."""
+        """The health report (docs/protocol.md §4), with the user's hook merged in."""
         extra: dict[Any, Any] = {}
         loaded = _state.loaded_models()
         hook = self.registry.health_hook

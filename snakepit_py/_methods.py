@@ -299,7 +299,7 @@ class Method:
         return f"{self.name}{_format_signature(self.signature)}"
 
     def describe(self) -> dict[str, Any]:
-        """This method's entry in the ``describe`` catalogue (PROTOCOL.md §4)."""
+        """This method's entry in the ``describe`` catalogue (docs/protocol.md §4)."""
         params = []
         for p in self.signature.parameters.values():
             params.append(

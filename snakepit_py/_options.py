@@ -1,4 +1,4 @@
-"""Worker options (PROTOCOL.md §1), shared by ``snakepit-py worker`` and ``snakepit.run()``.
+"""Worker options (docs/protocol.md §1), shared by ``snakepit-py worker`` and ``snakepit.run()``.
 
 One table describes every option. ``add_worker_arguments`` builds the argparse
 options from it (for ``--help`` and error messages); ``fast_parse`` reads a
@@ -25,7 +25,7 @@ __all__ = [
 
 
 class WorkerOptions:
-    """Everything a worker needs to know at launch (see PROTOCOL.md §1)."""
+    """Everything a worker needs to know at launch (see docs/protocol.md §1)."""
 
     def __init__(self, **options: object) -> None:
         self.fd_in = 3

@@ -55,7 +55,7 @@ class Registry:
         return any(m.is_async for m in self.methods.values())
 
     def describe(self) -> dict[str, Any]:
-        """The method catalogue (PROTOCOL.md §4)."""
+        """The method catalogue (docs/protocol.md §4)."""
         return {"methods": [self.methods[n].describe() for n in sorted(self.methods)]}
 
 

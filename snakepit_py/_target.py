@@ -1,6 +1,6 @@
 """Loading a TARGET: importing it (a file, a module, ``module:Attr``) and finding its methods.
 
-What is served (PROTOCOL.md, "Launching"): a module's ``@method`` functions
+What is served (docs/protocol.md §1): a module's ``@method`` functions
 plus the one class in it with ``@method`` members; a class with no ``@method``
 members serves all its public methods; a module with nothing decorated that
 defines exactly one public class serves that class. A class is instantiated

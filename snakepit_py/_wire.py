@@ -1,4 +1,4 @@
-"""The protocol's own terms: message tags, error maps, envelope checks (PROTOCOL.md §3-5)."""
+"""The protocol's own terms: message tags, error maps, envelope checks (docs/protocol.md §3-5)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class ChunkUnencodable(Exception):
 
 
 def error_map(kind: str, type_: str, message: str, tb: str | None = None, **details: Any) -> dict:
-    """Build a protocol error map (PROTOCOL.md §5)."""
+    """Build a protocol error map (docs/protocol.md §5)."""
     return {
         K_KIND: KIND[kind],
         K_TYPE: type_,

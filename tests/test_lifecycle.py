@@ -1,4 +1,4 @@
-"""Lifecycle guarantees (PROTOCOL.md §6): end of input, SIGTERM, :shutdown, SIGINT, children."""
+"""Lifecycle guarantees (docs/protocol.md §6): end of input, SIGTERM, :shutdown, SIGINT."""
 
 from __future__ import annotations
 

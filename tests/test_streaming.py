@@ -1,4 +1,4 @@
-"""Streaming, credit, cancellation and the terminal-exactly-once rule (PROTOCOL.md §7)."""
+"""Streaming, credit, cancellation and the terminal-exactly-once rule (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ defmodule Snakepit do
 
   Each worker is a Python process running `python -m snakepit_py worker
   TARGET`, spoken to over an Erlang Port with the protocol in
-  `shared/spec/PROTOCOL.md`. State lives in Python (a worker class's
+  `docs/protocol.md`. State lives in Python (a worker class's
   attributes); the BEAM side only routes messages, supervises and restarts.
 
       {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "examples/ml_worker.py", size: 3)

@@ -1,4 +1,4 @@
-"""Serving a worker over gRPC (PROTOCOL.md section 8): process setup, security, exit.
+"""Serving a worker over gRPC (docs/protocol.md §8): process setup, security, exit.
 
 ``serve`` is what ``snakepit-py worker TARGET --grpc HOST:PORT`` runs. One
 dispatcher serves every RPC (see ``_grpc_router``); this module builds the

@@ -3,7 +3,7 @@ defmodule Snakepit.Error do
   Why a call failed.
 
   `kind` says which family the failure belongs to. The Python worker reports
-  (PROTOCOL.md section 5):
+  (docs/protocol.md §5):
 
     * `:exception` - user code raised; `type`, `message` and `traceback` are
       the Python exception's

@@ -1,6 +1,6 @@
 defmodule Snakepit.TermGen do
   @moduledoc false
-  # A small random term generator (no StreamData): the terms PROTOCOL.md
+  # A small random term generator (no StreamData): the terms docs/protocol.md
   # section 2 says survive a round trip unchanged. Map keys are binaries or
   # integers only, because keys Python cannot keep apart (1 / 1.0 / true,
   # :a / "a") would collapse, as the protocol warns.

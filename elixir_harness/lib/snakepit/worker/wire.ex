@@ -4,7 +4,7 @@ defmodule Snakepit.Worker.Wire do
   # `{:packet, 4}` framing is the Port's.
 
   # [:safe] decoding only makes atoms that already exist. These are every atom
-  # PROTOCOL.md names; listing them here creates them when this module loads,
+  # docs/protocol.md names; listing them here creates them when this module loads,
   # which `decode/1` guarantees happens before the first frame is decoded.
   @protocol_atoms ~w(ready ok error chunk health describe event log bye call cancel credit
     shutdown protocol pid worker_id python version methods threads max_inflight kind type

@@ -70,7 +70,7 @@ class WorkerServicer:
 
     def Session(self, request_iterator, context):
         """The BEAM's protocol, unchanged: the client sends the supervisor -> worker
-        terms of PROTOCOL.md section 3 and receives the worker -> supervisor terms
+        terms of docs/protocol.md §3 and receives the worker -> supervisor terms
         of section 4, each one term encoded with the codec chosen at launch
         (--codec etf|msgpack). The first term the worker sends is {:ready, info}.
         Ending the request stream (or disconnecting) cancels the session's calls.
@@ -96,14 +96,14 @@ class WorkerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Describe(self, request, context):
-        """The method catalogue (PROTOCOL.md section 4, `describe`).
+        """The method catalogue (docs/protocol.md §4, `describe`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Health(self, request, context):
-        """The worker's health report (PROTOCOL.md section 4, `health`). The
+        """The worker's health report (docs/protocol.md §4, `health`). The
         standard grpc.health.v1.Health service is served too, for load balancers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
