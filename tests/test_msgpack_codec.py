@@ -199,3 +199,21 @@ def test_deeply_nested_tuples_are_refused() -> None:
 def test_max_size_is_enforced() -> None:
     with pytest.raises(DecodeError, match="limit"):
         codec.decode(codec.encode("x" * 100), max_size=50)
+
+
+def test_every_codec_has_every_hook_the_runtime_uses() -> None:
+    for module in (etf, codec):
+        for hook in ("decode_message", "call_fields", "encode_ok", "chunk_encoder", "peek_call_id"):
+            assert callable(getattr(module, hook)), (module.name, hook)
+
+
+def test_msgpack_hooks_take_the_general_road() -> None:
+    call = (Atom("call"), 7, "add", [1, 2], {}, {Atom("timeout_ms"): 5000})
+    frame = codec.encode(call)
+    assert_same(codec.decode_message(frame), codec.decode(frame))
+    assert codec.call_fields(frame) is None
+    assert codec.peek_call_id(frame) is None
+    assert codec.encode_ok(7, {"x": 1.5}) == codec.encode((Atom("ok"), 7, {"x": 1.5}))
+    assert codec.chunk_encoder(7)(3, b"data") == codec.encode((Atom("chunk"), 7, 3, b"data"))
+    with pytest.raises(EncodeError):
+        codec.encode_ok(7, object())
