@@ -43,9 +43,7 @@ class CallRunner:
         self._table = table
         self._calls = table.calls  # (the same dict, one attribute lookup less per call)
         self._encode = codec.encode
-        self._encode_ok = getattr(codec, "encode_ok", None) or (
-            lambda call_id, result: codec.encode((_wire.OK, call_id, result))
-        )
+        self._encode_ok = codec.encode_ok
         self._write = write
         self._max_frame = max_frame
         self._loop: asyncio.AbstractEventLoop | None = None

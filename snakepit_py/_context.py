@@ -10,7 +10,7 @@ from __future__ import annotations
 import _thread
 from contextvars import ContextVar
 
-from ._wire import CHUNK, ChunkUnencodable, oversize_error
+from ._wire import ChunkUnencodable, oversize_error
 from .errors import CallCancelled, EncodeError
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
@@ -82,11 +82,7 @@ class ChunkOutlet:
 
     def encoder(self, call_id: int) -> Callable[[int, Any], bytes]:
         """Return ``(seq, data) -> frame`` for the chunks of call ``call_id``."""
-        make = getattr(self._codec, "chunk_encoder", None)
-        if make is not None:
-            return make(call_id)
-        encode = self._codec.encode
-        return lambda seq, data: encode((CHUNK, call_id, seq, data))
+        return self._codec.chunk_encoder(call_id)
 
 
 class CallContext:

@@ -41,11 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["serve", "peek_call_id"]
 
 
-def _no_fields(_frame: bytes) -> None:
-    """``call_fields`` of a codec without one: every frame takes the general road."""
-    return None
-
-
 def _die_loudly() -> None:
     """A reading thread failed: print why and exit, so the supervisor sees a crash.
 
@@ -60,6 +55,11 @@ def _die_loudly() -> None:
         sys.stderr.flush()
     finally:
         os._exit(70)
+
+
+def _general_road(_frame: bytes) -> None:
+    """No envelope shortcut: every frame is decoded whole."""
+    return None
 
 
 class _Readers:
@@ -83,9 +83,11 @@ class _Readers:
                  peek: Callable[[bytes], int | None]) -> None:  # fmt: skip
         self.reader = reader
         self.decode = decode
-        self.call_fields: Callable[[bytes], Any] = _no_fields
-        self.dispatcher = dispatcher
         self.peek = peek
+        # A plain call envelope's fields straight from the bytes (None: the general
+        # road); `serve` sets the codec's.
+        self.call_fields: Callable[[bytes], Any] = _general_road
+        self.dispatcher = dispatcher
         self._state = _thread.allocate_lock()
         self._vacant = False
         self._serial = 0
@@ -298,12 +300,9 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())
     reader = FrameReader(fd_in, opts.max_frame)
-    peek = peek_call_id if opts.codec == "etf" else (lambda _frame: None)
     dispatcher.send_ready()
-    # ETF has a faster road for call envelopes; a codec without one decodes as usual
-    decode = getattr(codec, "decode_message", codec.decode)
-    readers = _Readers(reader, decode, dispatcher, peek)
-    readers.call_fields = getattr(codec, "call_fields", _no_fields)
+    readers = _Readers(reader, codec.decode_message, dispatcher, codec.peek_call_id)
+    readers.call_fields = codec.call_fields
     readers.after_ready(_AfterReady(dispatcher))
     readers.start(opts.threads)
     while not done.acquire(timeout=3600):  # (signal handlers run meanwhile)

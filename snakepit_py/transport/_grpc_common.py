@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
 
-from ..codec import get_codec
+from ..codec import general_codec, get_codec
 from ..errors import DecodeError, EncodeError
 
 __all__ = [
@@ -77,7 +76,7 @@ def _culprit(exc: Exception) -> str | None:
     return None
 
 
-_JSON = SimpleNamespace(name="json", encode=_json_encode, decode=_json_decode)
+_JSON = general_codec("json", _json_encode, _json_decode)
 _codecs: dict[str, Any] = {"json": _JSON, "": _JSON}
 
 

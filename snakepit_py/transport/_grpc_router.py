@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from types import SimpleNamespace
 from typing import Any
 
 from .._wire import (  # ChunkUnencodable: see StreamRoute.chunk
@@ -35,13 +34,13 @@ from .._wire import (  # ChunkUnencodable: see StreamRoute.chunk
     ChunkUnencodable,
     error_map,
 )
-from ..codec import Atom
+from ..codec import Atom, general_codec
 from ..errors import EncodeError
 
 __all__ = ["TERMS", "Router", "SessionRoute", "CallRoute", "StreamRoute"]
 
 # The dispatcher's codec in gRPC mode: terms pass through unencoded.
-TERMS = SimpleNamespace(name="terms", encode=lambda term: term, decode=lambda term: term)
+TERMS = general_codec("terms", lambda term: term, lambda term: term, tags=(OK, CHUNK))
 
 _CALL_ID = Atom("call_id")
 _END = None  # end of a Session's output queue

@@ -188,9 +188,7 @@ class WorkerService:
             self._end_session(session)
 
     def _session_bad(self, session: SessionRoute, frame: bytes, message: str) -> None:
-        from ..codec.etf import peek_call_id
-
-        ext = peek_call_id(frame) if self.codec.name == "etf" else None
+        ext = self.codec.peek_call_id(frame)
         self._session_error(session, ext, message)
 
     def _session_error(self, session: SessionRoute, ext: Any, message: str) -> None:
