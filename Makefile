@@ -43,8 +43,8 @@ elixir:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-os-mon >/dev/null; }
 
 lint: setup
-	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv
-	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv
+	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv scripts
+	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv scripts
 
 test-python: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -62,4 +62,4 @@ bench: setup bytecode elixir
 	cd elixir_harness && mix run ../benchmarks/bench_beam.exs throughput
 
 clean:
-	rm -rf $(VENV) elixir_harness/_build .pytest_cache .ruff_cache
+	rm -rf $(VENV) elixir_harness/_build .pytest_cache .ruff_cache .coverage
