@@ -38,8 +38,8 @@ get_ident = _thread.get_ident
 _async_exc_api: Any = None
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
-    """Raise ``exc`` in thread ``thread_id`` at its next bytecode (None clears a pending one)."""
+def _set_async_exc(thread_id: int, exc: type[BaseException]) -> int:
+    """Raise ``exc`` in thread ``thread_id`` at its next bytecode."""
     global _async_exc_api
     import ctypes  # only when a call is interrupted: ctypes is not free to import
 
@@ -47,8 +47,33 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
         api = ctypes.pythonapi.PyThreadState_SetAsyncExc
         api.restype = ctypes.c_int
         _async_exc_api = api
-    # None must reach C as NULL (which clears a pending exception), not Py_None.
-    return _async_exc_api(ctypes.c_ulong(thread_id), None if exc is None else ctypes.py_object(exc))
+    return _async_exc_api(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+class _Dropped(BaseException):
+    """Takes the place of a pending interrupt, to be taken at once (see ``_drop_interrupt``)."""
+
+
+def _take() -> None:
+    """Nothing: entering it runs the eval loop's check, where a pending exception lands."""
+
+
+def _drop_interrupt() -> None:
+    """In the call's own thread: make sure no interrupt is pending in it, and leave no trace.
+
+    Not ``PyThreadState_SetAsyncExc(id, NULL)``: on CPython 3.11 (at least) that sets the
+    interpreter-wide "asynchronous exception pending" flag, which only a thread
+    taking an exception resets. Left set, it sends every thread of the process
+    through the eval loop's slow path at each check, and a thread running under
+    a tracer or profiler (coverage, a debugger) loops for ever on entering its
+    next function: the deadline thread, and with it every later interrupt. So
+    the pending exception (if any) is replaced by one of our own, taken here.
+    """
+    try:
+        _set_async_exc(get_ident(), _Dropped)
+        _take()  # it lands on return from the C call, at the latest on entering _take
+    except _Dropped:
+        pass
 
 
 def current_call() -> CallContext:
@@ -212,7 +237,7 @@ class CallContext:
             if own:
                 self._in_user = False
                 if self._interrupted:
-                    _set_async_exc(self._thread_id, None)
+                    _drop_interrupt()
             while True:
                 if self.cancel_reason is not None:
                     raise CallCancelled(self.cancel_reason)
@@ -295,12 +320,15 @@ class CallContext:
                 self.state = RUNNING
 
     def leave_user(self) -> bool:
-        """Leave user code (dropping an interrupt still pending); returns whether it was in it."""
+        """Leave user code (dropping an interrupt still pending); returns whether it was in it.
+
+        Called only in the call's own thread (as is ``close(leave_user=True)``).
+        """
         with self._lock:
             was = self._in_user
             self._in_user = False
-            if self._interrupted and self._thread_id:
-                _set_async_exc(self._thread_id, None)
+            if self._interrupted:
+                _drop_interrupt()
             return was
 
     def close(self, leave_user: bool = False) -> bool:
@@ -314,8 +342,8 @@ class CallContext:
         try:
             if leave_user:  # the same as leave_user(), in this one locked section
                 self._in_user = False
-                if self._interrupted and self._thread_id:
-                    _set_async_exc(self._thread_id, None)
+                if self._interrupted:
+                    _drop_interrupt()
             if self.state == DONE:
                 return False
             self.state = DONE

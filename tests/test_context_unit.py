@@ -6,13 +6,14 @@ is a list, so every edge runs in milliseconds with no worker process.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import pytest
 
 from snakepit_py import current_call
-from snakepit_py._context import DONE, RUNNING, CallContext, ChunkOutlet, call_var
+from snakepit_py._context import DONE, RUNNING, CallContext, ChunkOutlet, _set_async_exc, call_var
 from snakepit_py._methods import Method
 from snakepit_py._wire import ChunkUnencodable
 from snakepit_py.codec import Atom, get_codec
@@ -164,6 +165,34 @@ def test_interrupt_reaches_only_a_thread_running_user_code_and_only_once():
     assert ctx.interrupt() is False  # at most once per call
     t.join(WAIT)
     assert box == ["interrupted"]
+
+
+def test_an_interrupted_call_leaves_nothing_behind_for_a_traced_thread():
+    # Given a call interrupted in user code, which then left it (dropping the interrupt)
+    ctx, _ = make()
+    t, box = start_user_code(ctx, threading.Event())
+    assert ctx.interrupt() is True
+    t.join(WAIT)
+    assert box == ["interrupted"]
+
+    # When a thread under a tracer (coverage, a debugger, a profiler) calls a function
+    def traced() -> str:
+        sys.settrace(lambda *_: None)
+        try:
+            return (lambda: "ran")()
+        finally:
+            sys.settrace(None)
+
+    tt, tbox = in_thread(traced)
+    tt.join(WAIT)
+    ran = tbox == ["ran"]
+    if tt.is_alive():  # it spins at the function's entry: end it, which resets the flag
+        _set_async_exc(tt.ident, CallCancelled)
+        tt.join(WAIT)
+    # Then it runs: clearing a pending interrupt with SetAsyncExc(id, NULL) would leave
+    # CPython's (3.11) interpreter-wide async-exception flag set, and a traced thread
+    # loops for ever on entering a function (the deadline thread under coverage did)
+    assert ran, tbox
 
 
 def test_no_interrupt_lands_after_the_thread_left_user_code():
