@@ -46,8 +46,13 @@ lint: setup
 	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv scripts
 	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv scripts
 
+# Under coverage, across every worker subprocess the tests start ([tool.coverage.run]
+# in pyproject.toml); the line coverage is reported per package area (docs/testing.md).
 test-python: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	rm -rf .coverage && mkdir -p .coverage
+	$(PY) -m coverage run -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q
+	$(PY) scripts/coverage_report.py
 
 test-elixir: setup elixir
 	cd elixir_harness && mix format --check-formatted && \
