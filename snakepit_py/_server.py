@@ -57,6 +57,24 @@ def _die_loudly() -> None:
         os._exit(70)
 
 
+def _inherit_thread_hooks() -> None:
+    """Take the trace and profile hooks set for new threads, as a ``threading.Thread`` does.
+
+    The runtime's own threads are ``_thread``'s (``threading`` costs start-up
+    time), so without this a debugger, a profiler or coverage.py set with
+    ``threading.settrace``/``setprofile`` would never see what they run: the
+    reading loop and every sync call run in place. Once per thread.
+    """
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    trace, profile = threading.gettrace(), threading.getprofile()
+    if trace is not None:
+        sys.settrace(trace)
+    if profile is not None:
+        sys.setprofile(profile)
+
+
 def _general_road(_frame: bytes) -> None:
     """No envelope shortcut: every frame is decoded whole."""
     return None
@@ -109,6 +127,7 @@ class _Readers:
             _thread.start_new_thread(self._main, (i == 0,))
 
     def _main(self, leading: bool) -> None:
+        _inherit_thread_hooks()
         try:
             if leading and not self._lead():
                 return
@@ -248,6 +267,7 @@ class _AfterReady:
                 pass
 
     def _later(self, delay: float) -> None:
+        _inherit_thread_hooks()
         time.sleep(delay)
         self()
         self._dispatcher.warm_up()

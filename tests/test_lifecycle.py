@@ -155,3 +155,23 @@ def test_a_worker_whose_reader_fails_exits_instead_of_going_deaf():
     sup.close()
     assert "a reading thread failed" in sup.output()
     assert "bad_request is broken on purpose" in sup.output()
+
+
+def test_the_runtime_threads_take_the_hooks_set_for_new_threads(tmp_path):
+    # Given a worker that sets a trace hook for new threads (as a debugger,
+    # a profiler or coverage.py does) when it is imported
+    script = tmp_path / "traced_worker.py"
+    script.write_text(
+        "import threading\nimport snakepit_py as snakepit\n\nSEEN = []\n\n"
+        "def tracer(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == 'probe':\n"
+        "        SEEN.append(1)\n\n"
+        "threading.settrace(tracer)\n\n"
+        "@snakepit.method\ndef probe():\n    return 'probed'\n\n"
+        "@snakepit.method\ndef seen():\n    return len(SEEN)\n"
+    )
+    # When a call runs (in place, on a reading thread the runtime started with _thread)
+    with FakeSupervisor(str(script)) as sup:
+        assert sup.call("probe") == "probed"
+        # Then the hook saw it, as it would in a threading.Thread
+        assert sup.call("seen") >= 1
