@@ -57,22 +57,24 @@ def _die_loudly() -> None:
         os._exit(70)
 
 
-def _inherit_thread_hooks() -> None:
-    """Take the trace and profile hooks set for new threads, as a ``threading.Thread`` does.
+def _with_thread_hooks(run: Callable[[Any], None], arg: Any) -> None:
+    """Run ``run(arg)`` under the trace and profile hooks set for new threads.
 
-    The runtime's own threads are ``_thread``'s (``threading`` costs start-up
-    time), so without this a debugger, a profiler or coverage.py set with
-    ``threading.settrace``/``setprofile`` would never see what they run: the
-    reading loop and every sync call run in place. Once per thread.
+    As a ``threading.Thread`` does: the runtime's own threads are
+    ``_thread``'s (``threading`` costs start-up time), so without this a
+    debugger, a profiler or coverage.py set with ``threading.settrace`` /
+    ``setprofile`` would never see what they run: the reading loop and every
+    sync call run in place. (A hook applies to frames entered after it is
+    set: hence a wrapper around ``run``.)
     """
     threading = sys.modules.get("threading")
-    if threading is None:
-        return
-    trace, profile = threading.gettrace(), threading.getprofile()
-    if trace is not None:
-        sys.settrace(trace)
-    if profile is not None:
-        sys.setprofile(profile)
+    if threading is not None:
+        trace, profile = threading.gettrace(), threading.getprofile()
+        if trace is not None:
+            sys.settrace(trace)
+        if profile is not None:
+            sys.setprofile(profile)
+    run(arg)
 
 
 def _general_road(_frame: bytes) -> None:
@@ -124,10 +126,9 @@ class _Readers:
         # Plain _thread threads: a worker that never imports `threading` (the
         # getting-started one) does not pay for it, here or before :ready.
         for i in range(threads + 1):
-            _thread.start_new_thread(self._main, (i == 0,))
+            _thread.start_new_thread(_with_thread_hooks, (self._main, i == 0))
 
     def _main(self, leading: bool) -> None:
-        _inherit_thread_hooks()
         try:
             if leading and not self._lead():
                 return
@@ -253,7 +254,7 @@ class _AfterReady:
         self._dispatcher = dispatcher
         self._lock = _thread.allocate_lock()
         self._done = False
-        _thread.start_new_thread(self._later, (delay,))
+        _thread.start_new_thread(_with_thread_hooks, (self._later, delay))
 
     def __call__(self) -> None:
         with self._lock:
@@ -267,7 +268,6 @@ class _AfterReady:
                 pass
 
     def _later(self, delay: float) -> None:
-        _inherit_thread_hooks()
         time.sleep(delay)
         self()
         self._dispatcher.warm_up()

@@ -621,3 +621,23 @@ def test_opaque_values_at_the_edges_of_the_ranges_round_trip(frame: bytes) -> No
     value = etf.decode(frame)
     assert isinstance(value, Pid | Port | Reference)
     assert etf.encode(value) == frame
+
+
+def test_term_types_compare_hash_and_show_themselves() -> None:
+    # ImproperList: equal only to an improper list with the same items and tail
+    a, b = ImproperList([1, 2], tail=3), ImproperList([1, 2], tail=4)
+    assert a == ImproperList([1, 2], tail=3) and a != b and not (a != ImproperList([1, 2], 3))
+    assert a.__eq__([1, 2]) is NotImplemented
+    assert a.__ne__([1, 2]) is NotImplemented
+    assert repr(a) == "ImproperList([1, 2], tail=3)"
+    # Opaque terms: equal by type and bytes, ordered, hashable, shown with their bytes
+    node = b"\x77\x0dnonode@nohost"
+    pid = Pid(bytes([88]) + node + bytes(12))
+    port = Port(bytes([89]) + node + bytes(8))
+    assert pid == Pid(pid.raw) and pid != port and not (pid != Pid(pid.raw))
+    assert pid.__ne__(1) is NotImplemented and pid.__lt__(1) is NotImplemented
+    assert sorted([port, pid]) == [pid, port]  # by type name, then bytes
+    assert len({pid, Pid(pid.raw), port}) == 2
+    assert repr(pid).startswith("Pid(b'X")
+    with pytest.raises(ValueError, match="needs the bytes of its term"):
+        Pid(b"\x00nothing")
