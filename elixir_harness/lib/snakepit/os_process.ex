@@ -120,13 +120,18 @@ defmodule Snakepit.OSProcess do
   def kill_tree(worker, guard, guard_grace) do
     signal_all(Enum.uniq([worker | descendants(guard)]) -- [guard], "KILL")
     identity = start_time(guard)
-
     # Not in the caller: it must not block, and must outlive it.
-    spawn(fn ->
-      unless await_exit(guard, guard_grace) or start_time(guard) != identity do
-        signal_all(descendants(guard) ++ [guard], "KILL")
-      end
-    end)
+    spawn(fn -> last_look(guard, identity, guard_grace) end)
+    :ok
+  end
+
+  # The guard had `grace` ms to sweep and exit by itself; if it is still there
+  # (and still the same process, not a reused pid), it and what is left under it
+  # are SIGKILLed.
+  defp last_look(guard, identity, grace) do
+    unless await_exit(guard, grace) or start_time(guard) != identity do
+      signal_all(descendants(guard) ++ [guard], "KILL")
+    end
 
     :ok
   end
@@ -143,6 +148,9 @@ defmodule Snakepit.OSProcess do
   """
   @spec terminate(port() | nil, {pos_integer() | nil, pos_integer() | nil}) :: :ok
   def terminate(port, {worker, port_pid}) do
+    guard = if port_pid not in [nil, worker], do: port_pid
+    identity = guard && start_time(guard)
+
     if port do
       close(port)
 
@@ -152,10 +160,7 @@ defmodule Snakepit.OSProcess do
       end
     end
 
-    if port_pid not in [nil, worker] and not await_exit(port_pid, 1_000),
-      do: signal_all(descendants(port_pid) ++ [port_pid], "KILL")
-
-    :ok
+    if guard, do: last_look(guard, identity, 1_000), else: :ok
   end
 
   @doc "Closes a port; one that is already closed is fine."
