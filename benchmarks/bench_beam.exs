@@ -10,6 +10,7 @@
 # measured in the same run. Not a test: nothing here asserts.
 
 Logger.configure(level: :critical)
+Code.require_file("bench_support.exs", __DIR__)
 
 defmodule Bench do
   @echo_py Path.expand("raw_echo.py", __DIR__)
@@ -320,24 +321,12 @@ defmodule Bench do
 
         t0 = System.monotonic_time(:microsecond)
         Snakepit.OSProcess.signal(os_pid, "KILL")
-        await_replacement(id, os_pid)
+        BenchSupport.await_replacement(:bench_restart, id, os_pid)
         System.monotonic_time(:microsecond) - t0
       end
 
     Snakepit.Pool.stop(:bench_restart)
     times
-  end
-
-  defp await_replacement(id, old) do
-    case Enum.find(Snakepit.Pool.stats(:bench_restart).worker_details, &(&1.worker_id == id)) do
-      %{status: s, os_pid: pid} when s in [:idle, :busy] and pid != old ->
-        :ok
-
-      _ ->
-        # poll gently: on a pinned core a busy loop would slow the Python start
-        Process.sleep(1)
-        await_replacement(id, old)
-    end
   end
 
   # ------------------------------------------------------------ throughput

@@ -17,6 +17,7 @@
 # Exits 1 when a target is missed.
 
 Logger.configure(level: :critical)
+Code.require_file("bench_support.exs", __DIR__)
 
 defmodule BenchRecovery do
   @worker_py Path.expand("../elixir_harness/test/fixtures/test_worker.py", __DIR__)
@@ -51,7 +52,7 @@ defmodule BenchRecovery do
         victim = pick(k, opts[:same])
         t0 = System.monotonic_time(:microsecond)
         Snakepit.OSProcess.signal(victim.os_pid, "KILL")
-        await_replacement(victim.worker_id, victim.os_pid)
+        BenchSupport.await_replacement(@pool, victim.worker_id, victim.os_pid)
         ms = (System.monotonic_time(:microsecond) - t0) / 1000
 
         IO.puts(
@@ -93,17 +94,6 @@ defmodule BenchRecovery do
   defp pick(k, same?) do
     workers = Enum.sort_by(Snakepit.Pool.stats(@pool).worker_details, & &1.worker_id)
     if same?, do: hd(workers), else: Enum.at(workers, rem(k, @size))
-  end
-
-  defp await_replacement(id, old) do
-    case Enum.find(Snakepit.Pool.stats(@pool).worker_details, &(&1.worker_id == id)) do
-      %{status: s, os_pid: pid} when s in [:idle, :busy] and pid != old ->
-        :ok
-
-      _ ->
-        Process.sleep(1)
-        await_replacement(id, old)
-    end
   end
 
   defp call_loop(c, n) do
