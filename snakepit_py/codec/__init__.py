@@ -19,6 +19,7 @@ road), so that callers use plain attributes:
 
 from __future__ import annotations
 
+from ._general import general_codec
 from ._terms import Atom, ImproperList
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
@@ -75,36 +76,3 @@ def get_codec(name: str) -> Codec:
 
         return msgpack
     raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
-
-
-def general_codec(
-    name: str,
-    encode: Callable[[Any], Any],
-    decode: Callable[[Any], Any],
-    *,
-    tags: tuple[Atom, Atom] | None = None,
-) -> Codec:
-    """A :class:`Codec` from just ``encode`` and ``decode``, its hooks on the general road.
-
-    For payload encodings of a transport's own (gRPC's JSON, or terms passed
-    as they are): no envelope shortcut, no call id to peek at. ``tags`` are
-    the ``ok`` and ``chunk`` atoms to build terms with, for a reader that
-    tells tags apart by identity.
-    """
-    from types import SimpleNamespace
-
-    ok, chunk = tags or (Atom("ok"), Atom("chunk"))
-
-    def chunk_encoder(call_id: int) -> Callable[[int, Any], Any]:
-        return lambda seq, data: encode((chunk, call_id, seq, data))
-
-    return SimpleNamespace(  # type: ignore[return-value]
-        name=name,
-        encode=encode,
-        decode=decode,
-        decode_message=decode,
-        call_fields=lambda _frame: None,
-        encode_ok=lambda call_id, result: encode((ok, call_id, result)),
-        chunk_encoder=chunk_encoder,
-        peek_call_id=lambda _frame: None,
-    )

@@ -12,6 +12,7 @@ Needs the ``msgpack`` package: ``pip install snakepit_py[msgpack]``.
 from __future__ import annotations
 
 from ..errors import DecodeError, EncodeError
+from ._general import general_codec
 from ._limits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE
 from ._terms import Atom, ImproperList, Opaque
 from ._terms import type_name as _type_name
@@ -203,31 +204,9 @@ def decode(
 # --- the runtime's hooks (the Codec protocol of snakepit_py.codec) ---------
 # msgpack has no shortcuts: each hook takes the general road.
 
-decode_message = decode
-
-_OK = Atom("ok")
-_CHUNK = Atom("chunk")
-
-
-def call_fields(frame: bytes) -> None:
-    """None, always: every frame is decoded whole (``decode_message``) and checked."""
-    return None
-
-
-def encode_ok(call_id: int, result: Any) -> bytes:
-    """Encode ``{:ok, call_id, result}``: ``encode((Atom("ok"), call_id, result))``."""
-    return encode((_OK, call_id, result))
-
-
-def chunk_encoder(call_id: int) -> Callable[[int, Any], bytes]:
-    """Return ``encode_chunk(seq, data)``: the bytes of ``{:chunk, call_id, seq, data}``."""
-
-    def encode_chunk(seq: int, data: Any) -> bytes:
-        return encode((_CHUNK, call_id, seq, data))
-
-    return encode_chunk
-
-
-def peek_call_id(frame: bytes) -> None:
-    """None, always: a msgpack frame that did not decode shows no call id."""
-    return None
+_hooks = general_codec(name, encode, decode)
+decode_message = _hooks.decode_message
+call_fields = _hooks.call_fields
+encode_ok = _hooks.encode_ok
+chunk_encoder = _hooks.chunk_encoder
+peek_call_id = _hooks.peek_call_id
