@@ -77,7 +77,7 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def unencodable_error(exc: EncodeError, what: str) -> dict:
-    extra = getattr(exc, "details", None) or {}  # size and max_frame, for an oversize reply
+    extra = getattr(exc, "details", None) or {}  # size and limit, for an oversize reply
     return error_map(
         "unencodable", "EncodeError", f"the {what} cannot be encoded: {exc}",
         None, type=exc.value_type or "", **extra,
@@ -90,7 +90,7 @@ def oversize_error(frame: bytes, value: Any, max_frame: int) -> EncodeError:
         f"its frame of {len(frame)} bytes is over the limit of {max_frame} bytes",
         type(value).__qualname__,
     )
-    exc.details = {"size": len(frame), "max_frame": max_frame}  # type: ignore[attr-defined]
+    exc.details = {"size": len(frame), "limit": max_frame}  # type: ignore[attr-defined]
     return exc
 
 

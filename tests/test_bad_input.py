@@ -110,7 +110,7 @@ def test_a_result_over_the_frame_limit_is_unencodable(sup):
         sup.call("blob", 2 << 20)
     err = info.value
     assert err.kind == "unencodable" and "over the limit" in err.message
-    assert err.details["size"] > 2 << 20 and err.details["max_frame"] == 1 << 20
+    assert err.details["size"] > 2 << 20 and err.details["limit"] == 1 << 20
     assert sup.call("blob", 1000) == "x" * 1000
 
 
@@ -119,7 +119,7 @@ def test_a_chunk_over_the_frame_limit_ends_the_stream_unencodable(sup):
     assert next(stream) == "small"
     with pytest.raises(CallError) as info:
         next(stream)
-    assert info.value.kind == "unencodable" and info.value.details["max_frame"] == 1 << 20
+    assert info.value.kind == "unencodable" and info.value.details["limit"] == 1 << 20
     assert sup.call("add", 1, 2) == 3
 
 

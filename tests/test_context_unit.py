@@ -129,7 +129,7 @@ def test_an_unencodable_or_oversize_chunk_is_refused_before_anything_is_written(
         ctx.emit(object())
     with pytest.raises(ChunkUnencodable) as info:
         ctx.emit("x" * 500)
-    assert info.value.error.details["max_frame"] == 200
+    assert info.value.error.details["limit"] == 200
     ctx.emit("fits")
     assert chunks(frames) == [(Atom("chunk"), 7, 0, "fits")]  # seq did not move
 

@@ -211,7 +211,7 @@ def test_an_unencodable_or_oversize_result_ends_the_call_with_unencodable():
     h.d.run_sync(h.call(1, "unencodable"))
     h.d.run_sync(h.call(2, "big"))
     assert [kind(h.terminals(i)[0]) for i in (1, 2)] == ["unencodable", "unencodable"]
-    assert h.terminals(2)[0][2]["details"][A("max_frame")] == 200
+    assert h.terminals(2)[0][2]["details"][A("limit")] == 200
 
 
 def test_a_stream_sends_numbered_chunks_then_its_return_value():

@@ -208,7 +208,7 @@ defmodule Snakepit.WorkerTest do
       assert {:error, %Error{kind: :unencodable} = error} =
                Worker.call(w, %{method: "blob", args: [2_000_000]})
 
-      assert error.details.max_frame == 1_048_576 and error.details.size > 2_000_000
+      assert error.details.limit == 1_048_576 and error.details.size > 2_000_000
       assert {:ok, blob} = Worker.call(w, %{method: "blob", args: [1000]})
       assert byte_size(blob) == 1000
     end

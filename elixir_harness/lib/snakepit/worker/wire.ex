@@ -12,7 +12,7 @@ defmodule Snakepit.Worker.Wire do
     memory_mb inflight served failed loaded_models extra name doc params required default
     annotation streaming async timeout_ms debug info warning critical logger call_id
     exception unknown_method bad_arguments timeout cancelled unencodable bad_request
-    overloaded shutting_down kind positional_only meta credit size max_frame)a
+    overloaded shutting_down kind positional_only meta credit size limit)a
 
   @doc "The atoms a frame may hold."
   @spec protocol_atoms() :: [atom()]
