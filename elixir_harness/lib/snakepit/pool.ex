@@ -5,12 +5,25 @@ defmodule Snakepit.Pool do
       {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "ml_worker.py", size: 3)
       {:ok, result} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]})
 
-  Each call goes to an idle worker; when every worker is busy it waits in a
-  FIFO queue. A worker whose Python process dies fails its in-flight call at
-  once (`:worker_crashed`) and comes back by itself; the pool routes around it
-  meanwhile, and calls waiting in the queue go to the other workers or to the
-  replacement. A worker that stops answering its health polls is killed and
-  replaced the same way (`:worker_hung`).
+  Each call goes to a worker with room for it (the one with the fewest calls
+  in flight, then the one used longest ago); when no worker has room it waits
+  in a FIFO queue. A worker whose Python process dies fails every call in
+  flight on it at once (`:worker_crashed`) and comes back by itself; the pool
+  routes around it meanwhile, and calls waiting in the queue go to the other
+  workers or to the replacement. A worker that stops answering its health
+  polls is killed and replaced the same way (`:worker_hung`).
+
+  ## Calls at once
+
+  A worker says in its `:ready` info how many sync calls it runs at once
+  (`threads`, from `worker_opts: [threads: n]`) and how many calls it accepts
+  at once (`max_inflight`); its catalogue says which methods are `async`. The
+  pool gives a worker a sync call while fewer than `threads` sync calls are in
+  flight on it, and an async call while fewer than `max_inflight` calls are.
+  So a worker started with the default `--threads 1` gets one sync call at a
+  time: a call never waits behind another inside a busy Python process while
+  another worker could run it. Until a new worker's catalogue has arrived
+  (just after `:ready`) it takes one call at a time.
 
   ## Affinity
 
@@ -88,10 +101,12 @@ defmodule Snakepit.Pool do
   end
 
   @doc """
-  Pool statistics: `workers`, `ready`, `busy`, `idle`, `down`, `queue_depth`,
-  `avg_queue_time_ms` (over every call dispatched), `served`, `restarts` and
-  `worker_details` (one map per worker: `worker_id`, `os_pid`, `guard_pid`, `status`,
-  `served`, `loaded_models`).
+  Pool statistics: `workers`, `ready`, `busy` (workers with at least one call
+  in flight), `idle` (ready, none in flight), `down`, `inflight` (calls in
+  flight), `queue_depth`, `avg_queue_time_ms` (over every call dispatched),
+  `served`, `restarts` and `worker_details` (one map per worker: `worker_id`,
+  `os_pid`, `guard_pid`, `status` (`:idle`, `:busy` or `:down`), `inflight`,
+  `threads`, `max_inflight`, `served`, `loaded_models`).
   """
   @spec stats(name()) :: map()
   def stats(pool), do: GenServer.call(pool, :stats)
@@ -148,20 +163,19 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_checkin", pid, ref}, state) do
-    case state.workers do
-      %{^pid => %{call: %{ref: ^ref}} = w} ->
-        w = %{w | status: :idle, call: nil, served: w.served + 1}
+    with %{^pid => w} <- state.workers,
+         {:ok, w} <- Queue.remove(w, ref) do
+      w = %{w | served: w.served + 1}
 
-        state = %{
-          state
-          | workers: %{state.workers | pid => w},
-            calls: Map.delete(state.calls, ref)
-        }
+      state = %{
+        state
+        | workers: %{state.workers | pid => w},
+          calls: Map.delete(state.calls, ref)
+      }
 
-        {:noreply, serve_queue(pid, state)}
-
-      _ ->
-        {:noreply, state}
+      {:noreply, serve_queue(pid, state)}
+    else
+      _ -> {:noreply, state}
     end
   end
 
@@ -180,16 +194,29 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_ready", pid, info}, state) do
-    w =
-      state.workers
-      |> Map.get_lazy(pid, fn -> new_worker(pid) end)
-      |> Map.merge(%{status: :idle, call: nil})
-      |> Map.merge(Map.take(info, [:worker_id, :os_pid, :guard_pid]))
-      |> Map.put(:ever_ready, true)
+    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid) end)
+    # a fresh process: nothing of the old one is in flight (its :down said so)
+    state = %{state | calls: Map.drop(state.calls, Map.keys(w.inflight))}
 
+    w =
+      %{w | status: :ready, inflight: %{}, sync: 0, ever_ready: true}
+      |> Map.merge(Map.take(info, [:worker_id, :os_pid, :guard_pid]))
+
+    ask_capacity(pid)
     state = %{state | workers: Map.put(state.workers, pid, w)}
     state = answer_ready_waiters(state)
     {:noreply, serve_queue(pid, state)}
+  end
+
+  def handle_info({:"$snakepit_capacity", pid, ready, methods}, state) do
+    case state.workers do
+      %{^pid => w} ->
+        w = Queue.capacity(w, ready, methods)
+        {:noreply, serve_queue(pid, %{state | workers: %{state.workers | pid => w}})}
+
+      _ ->
+        {:noreply, state}
+    end
   end
 
   def handle_info({:"$snakepit_start_failed", pid, error}, state) do
@@ -201,11 +228,13 @@ defmodule Snakepit.Pool do
     {:noreply, state}
   end
 
+  # The worker has already answered every call in flight on it (`:worker_crashed`,
+  # `:worker_hung`, ...); calls it is sent from now on come back as requeues.
   def handle_info({:"$snakepit_down", pid, _error}, state) do
     case state.workers do
       %{^pid => w} ->
-        calls = if w.call, do: Map.delete(state.calls, w.call.ref), else: state.calls
-        w = %{w | status: :down, call: nil, models: MapSet.new()}
+        calls = Map.drop(state.calls, Map.keys(w.inflight))
+        w = %{w | status: :down, inflight: %{}, sync: 0, models: MapSet.new()}
         state = %{state | workers: %{state.workers | pid => w}, calls: calls}
         {:noreply, serve_all(%{state | restarts: state.restarts + 1})}
 
@@ -216,19 +245,18 @@ defmodule Snakepit.Pool do
 
   def handle_info({:"$snakepit_requeue", pid, call}, state) do
     state =
-      case state.workers do
-        %{^pid => %{call: %{ref: ref}} = w} when ref == call.ref ->
-          %{state | workers: %{state.workers | pid => %{w | call: nil, status: :down}}}
-
-        _ ->
-          state
+      with %{^pid => w} <- state.workers,
+           {:ok, w} <- Queue.remove(w, call.ref) do
+        %{state | workers: %{state.workers | pid => %{w | status: :down}}}
+      else
+        _ -> state
       end
 
     state = %{
       state
       | calls: Map.delete(state.calls, call.ref),
         queue:
-          Queue.push_front(state.queue, %{call | queued_at: System.monotonic_time(:microsecond)})
+          Queue.requeue(state.queue, %{call | queued_at: System.monotonic_time(:microsecond)})
     }
 
     {:noreply, serve_all(state)}
@@ -252,8 +280,10 @@ defmodule Snakepit.Pool do
         {:noreply, state}
 
       {w, workers} ->
-        if w.call, do: Call.reply(w.call, {:error, Call.down_error(pid, reason)})
-        calls = if w.call, do: Map.delete(state.calls, w.call.ref), else: state.calls
+        refs = Map.keys(w.inflight)
+        error = Call.down_error(pid, reason)
+        Enum.each(refs, &Call.reply(%{ref: &1}, {:error, error}))
+        calls = Map.drop(state.calls, refs)
         {:noreply, serve_all(%{state | workers: workers, calls: calls})}
     end
   end
@@ -265,17 +295,32 @@ defmodule Snakepit.Pool do
   defp new_worker(pid) do
     Process.monitor(pid)
 
-    %{
-      status: :down,
-      call: nil,
+    Map.merge(Queue.new_worker(), %{
       worker_id: nil,
       os_pid: nil,
       guard_pid: nil,
       served: 0,
-      last_used: 0,
-      models: MapSet.new(),
       ever_ready: false
-    }
+    })
+  end
+
+  # How many calls the worker takes at once comes from its ready info and its
+  # catalogue (which methods are async). Both are asked for off the pool's
+  # process; until the answer comes, the worker takes one call at a time.
+  defp ask_capacity(pid) do
+    pool = self()
+
+    spawn(fn ->
+      try do
+        with %{ready: ready} when is_map(ready) <- Worker.info(pid),
+             {:ok, %{methods: methods}} when is_list(methods) <- Worker.describe(pid) do
+          send(pool, {:"$snakepit_capacity", pid, ready, methods})
+        end
+      catch
+        # the worker went away meanwhile: its next :ready asks again
+        :exit, _ -> :ok
+      end
+    end)
   end
 
   defp dispatch(call, pid, state) do
@@ -283,7 +328,8 @@ defmodule Snakepit.Pool do
     # a call dispatched as it arrives never waited (and costs no clock read)
     waited = if call.queued_at, do: System.monotonic_time(:microsecond) - call.queued_at, else: 0
 
-    w = %{state.workers[pid] | status: :busy, call: call, last_used: state.clock + 1}
+    w = state.workers[pid]
+    w = %{Queue.add(w, call, Queue.kind(w, call.method)) | last_used: state.clock + 1}
 
     %{
       state
@@ -295,30 +341,47 @@ defmodule Snakepit.Pool do
     }
   end
 
-  # Give the idle worker `pid` the first queued call it may take.
+  # Give worker `pid` the queued calls it has room for and may take, first come first.
   defp serve_queue(pid, state) do
-    w = state.workers[pid]
-
     # Most checkins find nothing waiting: that costs one check here, not a
     # call into Queue (a Queue.t() is an Erlang :queue).
-    if w && w.status == :idle && not :queue.is_empty(state.queue) do
-      case Queue.take(state.queue, w, state.workers) do
-        nil ->
-          state
-
-        {call, queue} ->
-          # a caller that died while queued no longer wants its call run
-          if Process.alive?(call.caller),
-            do: dispatch(call, pid, %{state | queue: queue}),
-            else: serve_queue(pid, %{state | queue: queue})
-      end
-    else
+    if :queue.is_empty(state.queue) do
       state
+    else
+      w = state.workers[pid]
+
+      with true <- w != nil and Queue.room_for_any?(w),
+           {call, queue} <- Queue.take(state.queue, w, state.workers) do
+        state = %{state | queue: queue}
+        # a caller that died while queued no longer wants its call run
+        state = if Process.alive?(call.caller), do: dispatch(call, pid, state), else: state
+        serve_queue(pid, state)
+      else
+        _ -> state
+      end
     end
   end
 
+  # Capacity or eligibility changed for more than one worker (a worker went
+  # down or came back, a call was handed back, models moved): every queued
+  # call, first come first, goes where it may go now, or stays queued.
   defp serve_all(state) do
-    state.workers |> Queue.serve_order() |> Enum.reduce(state, &serve_queue/2)
+    if :queue.is_empty(state.queue) do
+      state
+    else
+      {state, kept} =
+        state.queue
+        |> :queue.to_list()
+        |> Enum.reduce({state, []}, fn call, {state, kept} ->
+          cond do
+            not Process.alive?(call.caller) -> {state, kept}
+            pid = Queue.pick(call, state.workers) -> {dispatch(call, pid, state), kept}
+            true -> {state, [call | kept]}
+          end
+        end)
+
+      %{state | queue: :queue.from_list(Enum.reverse(kept))}
+    end
   end
 
   # ------------------------------------------------------------ readiness
@@ -347,7 +410,8 @@ defmodule Snakepit.Pool do
   end
 
   defp stats_of(state) do
-    count = fn status -> Enum.count(state.workers, fn {_, w} -> w.status == status end) end
+    statuses = Map.new(state.workers, fn {pid, w} -> {pid, status_of(w)} end)
+    count = fn status -> Enum.count(statuses, fn {_, s} -> s == status end) end
 
     %{
       workers: state.size,
@@ -355,6 +419,7 @@ defmodule Snakepit.Pool do
       busy: count.(:busy),
       idle: count.(:idle),
       down: state.size - count.(:idle) - count.(:busy),
+      inflight: map_size(state.calls),
       queue_depth: Queue.size(state.queue),
       avg_queue_time_ms:
         if(state.dispatched == 0, do: 0.0, else: state.queue_time_us / state.dispatched / 1000),
@@ -362,20 +427,27 @@ defmodule Snakepit.Pool do
       restarts: state.restarts,
       worker_details:
         state.workers
-        |> Map.values()
-        |> Enum.sort_by(&to_string(&1.worker_id))
-        |> Enum.map(fn w ->
+        |> Enum.sort_by(fn {_, w} -> to_string(w.worker_id) end)
+        |> Enum.map(fn {pid, w} ->
           %{
             worker_id: w.worker_id,
             os_pid: w.os_pid,
             guard_pid: w.guard_pid,
-            status: w.status,
+            status: statuses[pid],
+            inflight: map_size(w.inflight),
+            threads: w.threads,
+            max_inflight: w.max_inflight,
             served: w.served,
             loaded_models: w.models |> MapSet.to_list() |> Enum.sort()
           }
         end)
     }
   end
+
+  # :busy: at least one call in flight (it may still have room for more).
+  defp status_of(%{status: :down}), do: :down
+  defp status_of(%{inflight: inflight}) when map_size(inflight) > 0, do: :busy
+  defp status_of(_w), do: :idle
 
   defmodule Tree do
     @moduledoc false

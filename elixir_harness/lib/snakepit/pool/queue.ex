@@ -1,18 +1,113 @@
 defmodule Snakepit.Pool.Queue do
   @moduledoc false
   # The pool's routing decisions, as pure functions over plain data: which
-  # idle worker takes a call (least recently used, affinity first), which
-  # queued call an idle worker takes, and the FIFO queue itself. No process,
-  # no clock: `Snakepit.Pool` owns the state and does the sending.
+  # worker with room takes a call (fewest calls in flight, then least recently
+  # used, affinity first), which queued calls a worker with room takes, and the
+  # FIFO queue itself. No process, no clock: `Snakepit.Pool` owns the state and
+  # does the sending.
   #
-  # `workers` is the pool's map of worker pid => %{status: :idle | :busy |
-  # :down, last_used: integer, models: MapSet of keys, ...}; a call is the
-  # `Snakepit.Call` map (only `:ref` and `:affinity` are read here).
+  # `workers` is the pool's map of worker pid => worker (see `worker/0`); a
+  # call is the `Snakepit.Call` map (only `:ref`, `:method` and `:affinity` are
+  # read here).
+  #
+  # Capacity. A worker runs `threads` sync calls at once and accepts
+  # `max_inflight` calls at once (both from its `:ready` info); methods its
+  # catalogue marks `async` run on its event loop and hold no thread. So a
+  # worker takes a sync call while fewer than `threads` sync calls and fewer
+  # than `max_inflight` calls are in flight on it, and an async call while
+  # fewer than `max_inflight` are. A `--threads 1` worker thus never holds two
+  # sync calls: a sync call never waits inside a busy Python process while
+  # another worker could run it. Until a worker's capacity is known it takes
+  # one call at a time.
 
-  @type workers :: %{
-          optional(term()) => %{status: atom(), last_used: integer(), models: MapSet.t()}
+  @type worker :: %{
+          status: :ready | :down,
+          inflight: %{optional(reference()) => :sync | :async},
+          sync: non_neg_integer(),
+          threads: pos_integer(),
+          max_inflight: pos_integer(),
+          async: MapSet.t(),
+          last_used: integer(),
+          models: MapSet.t()
         }
+  @type workers :: %{optional(term()) => worker()}
   @type t :: :queue.queue(map())
+
+  @doc "The routing fields of a worker the pool has just heard of: down, room for one call."
+  @spec new_worker() :: worker()
+  def new_worker do
+    %{
+      status: :down,
+      inflight: %{},
+      sync: 0,
+      threads: 1,
+      max_inflight: 1,
+      async: MapSet.new(),
+      last_used: 0,
+      models: MapSet.new()
+    }
+  end
+
+  @doc """
+  A worker's capacity from its `:ready` info (`threads`, `max_inflight`) and
+  its catalogue (the names of the methods marked `async`). Missing or odd
+  values leave room for one call.
+  """
+  @spec capacity(worker(), map(), [map()]) :: worker()
+  def capacity(w, ready, methods) do
+    threads = positive(ready[:threads])
+    max_inflight = positive(ready[:max_inflight])
+    async = for %{name: name, async: true} <- methods, into: MapSet.new(), do: name
+
+    %{
+      w
+      | threads: min(threads, max_inflight),
+        max_inflight: max_inflight,
+        async: async
+    }
+  end
+
+  defp positive(n) when is_integer(n) and n > 0, do: n
+  defp positive(_), do: 1
+
+  @doc "Whether `method` runs as an async call on worker `w` (:async) or holds a thread (:sync)."
+  @spec kind(worker(), String.t()) :: :sync | :async
+  def kind(%{async: async}, method) do
+    if MapSet.member?(async, method), do: :async, else: :sync
+  end
+
+  @doc "Whether ready worker `w` has room for `call` now."
+  @spec room?(worker(), map()) :: boolean()
+  def room?(%{status: :ready, inflight: inflight, max_inflight: max} = w, call)
+      when map_size(inflight) < max,
+      do: w.sync < w.threads or kind(w, call.method) == :async
+
+  def room?(_w, _call), do: false
+
+  @doc "Whether ready worker `w` has room for some call (a sync one, or an async one)."
+  @spec room_for_any?(worker()) :: boolean()
+  def room_for_any?(%{status: :ready, inflight: inflight, max_inflight: max} = w)
+      when map_size(inflight) < max,
+      do: w.sync < w.threads or MapSet.size(w.async) > 0
+
+  def room_for_any?(_w), do: false
+
+  @doc "Worker `w` with `call` (of `kind`) added to its calls in flight."
+  @spec add(worker(), map(), :sync | :async) :: worker()
+  def add(w, call, :sync),
+    do: %{w | inflight: Map.put(w.inflight, call.ref, :sync), sync: w.sync + 1}
+
+  def add(w, call, :async), do: %{w | inflight: Map.put(w.inflight, call.ref, :async)}
+
+  @doc "Worker `w` without call `ref`: `{:ok, w}`, or `:error` if it was not in flight there."
+  @spec remove(worker(), reference()) :: {:ok, worker()} | :error
+  def remove(w, ref) do
+    case Map.pop(w.inflight, ref) do
+      {nil, _} -> :error
+      {:sync, inflight} -> {:ok, %{w | inflight: inflight, sync: w.sync - 1}}
+      {:async, inflight} -> {:ok, %{w | inflight: inflight}}
+    end
+  end
 
   @doc "An empty queue."
   @spec new() :: t()
@@ -26,44 +121,61 @@ defmodule Snakepit.Pool.Queue do
   @spec push_front(t(), map()) :: t()
   def push_front(queue, call), do: :queue.in_r(call, queue)
 
+  @doc """
+  Puts a call a worker handed back in front of every call that was never
+  dispatched, behind the ones handed back before it: a worker hands its calls
+  back in the order it was given them, so they stay in that order. The call is
+  marked `requeued: true`.
+  """
+  @spec requeue(t(), map()) :: t()
+  def requeue(queue, call) do
+    call = Map.put(call, :requeued, true)
+    {front, rest} = queue |> :queue.to_list() |> Enum.split_while(&Map.get(&1, :requeued, false))
+    :queue.from_list(front ++ [call | rest])
+  end
+
   @doc "How many calls wait."
   @spec size(t()) :: non_neg_integer()
   def size(queue), do: :queue.len(queue)
 
-  @doc "The idle worker to take `call` now, or nil to queue it."
+  @doc "The worker to take `call` now, or nil to queue it."
   @spec pick(map(), workers()) :: term() | nil
-  def pick(%{affinity: nil}, workers), do: least_recently_used(workers)
+  def pick(%{affinity: nil} = call, workers), do: best(workers, call)
 
-  def pick(%{affinity: key}, workers) do
+  def pick(%{affinity: key} = call, workers) do
     key = model_key(key)
 
     case Enum.filter(workers, fn {_, w} -> w.status != :down and key in w.models end) do
-      [] -> least_recently_used(workers)
-      holders -> least_recently_used(holders)
+      [] -> best(workers, call)
+      holders -> best(holders, call)
     end
   end
 
-  @doc "The idle worker used longest ago, or nil; `workers` is a map or a list of pairs."
-  @spec least_recently_used(workers() | [{term(), map()}]) :: term() | nil
+  @doc """
+  The worker with room for `call` that has the fewest calls in flight, the one
+  used longest ago among those; nil if none has room. `workers` is a map or a
+  list of pairs.
+  """
+  @spec best(workers() | [{term(), worker()}], map()) :: term() | nil
   # One pass, no intermediate lists: this runs for every call.
-  def least_recently_used(workers) do
+  def best(workers, call) do
     {pid, _} =
-      Enum.reduce(workers, {nil, nil}, fn
-        {pid, %{status: :idle, last_used: used}}, {best, best_used}
-        when best == nil or used < best_used ->
-          {pid, used}
-
-        _, acc ->
+      Enum.reduce(workers, {nil, nil}, fn {pid, w}, {_, best_key} = acc ->
+        if room?(w, call) do
+          key = {map_size(w.inflight), w.last_used}
+          if best_key == nil or key < best_key, do: {pid, key}, else: acc
+        else
           acc
+        end
       end)
 
     pid
   end
 
   @doc """
-  Whether worker `w` may take queued `call`: any worker may take a call without
-  affinity; one with affinity waits for a live worker holding its key, and
-  goes to anyone when there is none.
+  Whether worker `w` may take queued `call` as far as affinity goes: any worker
+  may take a call without affinity; one with affinity waits for a live worker
+  holding its key, and goes to anyone when there is none.
   """
   @spec eligible?(map(), map(), workers()) :: boolean()
   def eligible?(%{affinity: nil}, _w, _workers), do: true
@@ -75,22 +187,14 @@ defmodule Snakepit.Pool.Queue do
       not Enum.any?(workers, fn {_, o} -> o.status != :down and key in o.models end)
   end
 
-  @doc "Takes the first queued call that worker `w` may take: `{call, rest}`, or nil."
-  @spec take(t(), map(), workers()) :: {map(), t()} | nil
-  def take(queue, w, workers), do: take_first(queue, &eligible?(&1, w, workers))
+  @doc "Takes the first queued call that worker `w` has room for and may take: `{call, rest}`, or nil."
+  @spec take(t(), worker(), workers()) :: {map(), t()} | nil
+  def take(queue, w, workers),
+    do: take_first(queue, &(room?(w, &1) and eligible?(&1, w, workers)))
 
   @doc "Removes the queued call with this ref: `{[call], rest}`, or `{[], queue}`."
   @spec cancel(t(), reference()) :: {[map()], t()}
   def cancel(queue, ref), do: split(queue, &(&1.ref == ref))
-
-  @doc "The idle workers, least recently used first: the order to hand them queued calls."
-  @spec serve_order(workers()) :: [term()]
-  def serve_order(workers) do
-    workers
-    |> Enum.filter(fn {_, w} -> w.status == :idle end)
-    |> Enum.sort_by(fn {_, w} -> w.last_used end)
-    |> Enum.map(fn {pid, _} -> pid end)
-  end
 
   @doc "A set of affinity keys from a worker's report (atoms become strings)."
   @spec models(list()) :: MapSet.t()

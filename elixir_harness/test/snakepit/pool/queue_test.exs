@@ -4,10 +4,30 @@ defmodule Snakepit.Pool.QueueTest do
 
   alias Snakepit.Pool.Queue
 
-  defp worker(status, last_used, models \\ []),
-    do: %{status: status, last_used: last_used, models: Queue.models(models)}
+  # A ready worker with `n` sync calls in flight (room for one call unless
+  # `opts` give it more), last used at `last_used`.
+  defp worker(status, last_used, models \\ [], opts \\ []) do
+    w = %{Queue.new_worker() | last_used: last_used, models: Queue.models(models)}
 
-  defp call(affinity \\ nil), do: %{ref: make_ref(), affinity: affinity}
+    w =
+      if opts[:threads] || opts[:async],
+        do:
+          Queue.capacity(
+            w,
+            %{threads: opts[:threads] || 1, max_inflight: opts[:max_inflight] || 64},
+            Enum.map(opts[:async] || [], &%{name: &1, async: true})
+          ),
+        else: w
+
+    case status do
+      :idle -> %{w | status: :ready}
+      :busy -> Queue.add(%{w | status: :ready}, call(), :sync)
+      :down -> %{w | status: :down}
+    end
+  end
+
+  defp call(affinity \\ nil, method \\ "echo"),
+    do: %{ref: make_ref(), affinity: affinity, method: method}
 
   defp queue_of(calls), do: Enum.reduce(calls, Queue.new(), &Queue.push(&2, &1))
 
@@ -19,7 +39,7 @@ defmodule Snakepit.Pool.QueueTest do
       assert Queue.pick(call(), workers) == :b
     end
 
-    test "nil when no worker is idle: the call waits" do
+    test "nil when no worker has room: the call waits" do
       workers = %{a: worker(:busy, 1), b: worker(:down, 0)}
       assert Queue.pick(call(), workers) == nil
       assert Queue.pick(call("gpt2"), workers) == nil
@@ -35,6 +55,11 @@ defmodule Snakepit.Pool.QueueTest do
       assert Queue.pick(call("gpt2"), workers) == nil
     end
 
+    test "affinity goes to a busy holder that has room for one more" do
+      workers = %{a: worker(:idle, 1), b: worker(:busy, 9, ["gpt2"], threads: 2)}
+      assert Queue.pick(call("gpt2"), workers) == :b
+    end
+
     test "affinity falls back to any worker when only down workers hold the key" do
       workers = %{a: worker(:idle, 1), b: worker(:down, 0, ["gpt2"])}
       assert Queue.pick(call("gpt2"), workers) == :a
@@ -48,14 +73,66 @@ defmodule Snakepit.Pool.QueueTest do
     test "nil for no workers at all" do
       assert Queue.pick(call(), %{}) == nil
     end
+
+    test "a worker with a free thread takes a sync call; the one with fewer in flight first" do
+      two = worker(:busy, 0, [], threads: 2)
+      workers = %{a: two, b: worker(:busy, 1)}
+      assert Queue.pick(call(), workers) == :a
+      # with one more in flight it has no thread left
+      workers = %{workers | a: Queue.add(two, call(), :sync)}
+      assert Queue.pick(call(), workers) == nil
+      # an idle worker wins over one that still has room but is working
+      assert Queue.pick(call(), %{a: two, c: worker(:idle, 9)}) == :c
+    end
+
+    test "a --threads 1 worker busy with a sync call takes async calls, not sync ones" do
+      workers = %{a: worker(:busy, 0, [], async: ["nap"])}
+      assert Queue.pick(call(nil, "nap"), workers) == :a
+      assert Queue.pick(call(nil, "echo"), workers) == nil
+    end
+
+    test "max_inflight caps async calls" do
+      w = worker(:idle, 0, [], async: ["nap"], max_inflight: 2)
+      w = w |> Queue.add(call(), :async) |> Queue.add(call(), :async)
+      assert Queue.pick(call(nil, "nap"), %{a: w}) == nil
+    end
   end
 
-  describe "least_recently_used/1" do
-    test "takes a map or a list of pairs and ignores workers that are not idle" do
+  describe "capacity/3" do
+    test "threads, max_inflight and the async methods; odd values leave room for one" do
+      methods = [%{name: "nap", async: true}, %{name: "echo", async: false}]
+      w = Queue.capacity(Queue.new_worker(), %{threads: 4, max_inflight: 8}, methods)
+      assert %{threads: 4, max_inflight: 8} = w
+      assert Queue.kind(w, "nap") == :async
+      assert Queue.kind(w, "echo") == :sync
+      assert Queue.kind(w, "unknown") == :sync
+
+      w = Queue.capacity(Queue.new_worker(), %{threads: 0}, [])
+      assert %{threads: 1, max_inflight: 1} = w
+      # never more threads than calls accepted
+      assert %{threads: 2} = Queue.capacity(w, %{threads: 5, max_inflight: 2}, [])
+    end
+  end
+
+  describe "add/3 and remove/2" do
+    test "count calls in flight and the sync ones among them" do
+      [c1, c2] = [call(), call()]
+      w = Queue.new_worker() |> Queue.add(c1, :sync) |> Queue.add(c2, :async)
+      assert %{sync: 1} = w
+      assert map_size(w.inflight) == 2
+      assert {:ok, %{sync: 0} = w} = Queue.remove(w, c1.ref)
+      assert Queue.remove(w, c1.ref) == :error
+      assert {:ok, %{sync: 0, inflight: inflight}} = Queue.remove(w, c2.ref)
+      assert inflight == %{}
+    end
+  end
+
+  describe "best/2" do
+    test "takes a map or a list of pairs and ignores workers without room" do
       pairs = [{:a, worker(:busy, 0)}, {:b, worker(:idle, 3)}, {:c, worker(:idle, 7)}]
-      assert Queue.least_recently_used(pairs) == :b
-      assert Queue.least_recently_used(Map.new(pairs)) == :b
-      assert Queue.least_recently_used([{:a, worker(:down, 0)}]) == nil
+      assert Queue.best(pairs, call()) == :b
+      assert Queue.best(Map.new(pairs), call()) == :b
+      assert Queue.best([{:a, worker(:down, 0)}], call()) == nil
     end
   end
 
@@ -102,18 +179,43 @@ defmodule Snakepit.Pool.QueueTest do
       assert :queue.to_list(rest) == [a1, a2, a3]
     end
 
+    test "a worker with no free thread skips sync calls for an async one" do
+      me = worker(:busy, 0, [], async: ["nap"])
+      [s1, a1, s2] = calls = [call(), call(nil, "nap"), call()]
+      {taken, rest} = Queue.take(queue_of(calls), me, %{me: me})
+      assert taken == a1
+      assert :queue.to_list(rest) == [s1, s2]
+    end
+
     test "nil when every queued call waits for another worker" do
       workers = %{h: worker(:busy, 0, ["gpt2"]), me: worker(:idle, 0)}
       assert Queue.take(queue_of([call("gpt2")]), workers.me, workers) == nil
     end
   end
 
-  describe "push_front/2" do
-    test "a requeued call is next in line" do
+  describe "room_for_any?/1" do
+    test "a free thread, or async methods and calls to spare" do
+      assert Queue.room_for_any?(worker(:idle, 0))
+      refute Queue.room_for_any?(worker(:busy, 0))
+      assert Queue.room_for_any?(worker(:busy, 0, [], async: ["nap"]))
+      refute Queue.room_for_any?(worker(:down, 0))
+    end
+  end
+
+  describe "push_front/2 and requeue/2" do
+    test "a call pushed to the front is next in line" do
       [c1, c2] = [call(), call()]
       queue = Queue.push_front(queue_of([c1]), c2)
       assert {^c2, _} = Queue.take(queue, worker(:idle, 0), %{})
       assert Queue.size(queue) == 2
+    end
+
+    test "calls handed back go before the others, in the order they were handed back" do
+      [waiting, r1, r2, r3] = [call(), call(), call(), call()]
+      queue = Enum.reduce([r1, r2, r3], queue_of([waiting]), &Queue.requeue(&2, &1))
+
+      assert queue |> :queue.to_list() |> Enum.map(& &1.ref) ==
+               Enum.map([r1, r2, r3, waiting], & &1.ref)
     end
   end
 
@@ -128,19 +230,6 @@ defmodule Snakepit.Pool.QueueTest do
     test "an unknown ref removes nothing" do
       queue = queue_of([call()])
       assert {[], ^queue} = refs(Queue.cancel(queue, make_ref()))
-    end
-  end
-
-  describe "serve_order/1" do
-    test "idle workers only, least recently used first" do
-      workers = %{
-        a: worker(:idle, 5),
-        b: worker(:busy, 0),
-        c: worker(:idle, 1),
-        d: worker(:down, 0)
-      }
-
-      assert Queue.serve_order(workers) == [:c, :a]
     end
   end
 
