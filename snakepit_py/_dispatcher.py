@@ -222,7 +222,11 @@ class Dispatcher:
             exc = MethodNotFound(name, sorted(self.registry.methods))
             return self._reject(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
         plain = spec.plain_arity  # (fewest, most) positional args when a length check binds them
-        if plain is not None and not kwargs and plain[0] <= len(args) <= plain[1]:
+        exact = spec.exact_types  # {n args: their types} when their types alone check them
+        if not kwargs and (
+            (plain is not None and plain[0] <= len(args) <= plain[1])
+            or (exact is not None and exact.get(len(args)) == tuple(map(type, args)))
+        ):
             bargs: Any = args  # (a list: the call spreads it cheaper than a tuple() of it)
             bkwargs: dict = NO_KWARGS
         else:

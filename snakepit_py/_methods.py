@@ -119,6 +119,11 @@ def marked_options(obj: Any) -> MethodOptions | None:
 
 NO_KWARGS: dict[str, Any] = {}  # shared: calls unpack it (**), never mutate it
 
+# Simple annotations whose converter passes a value of exactly that type through
+# unchanged (``float`` takes ints too, but converts them; ``bytes`` takes UTF-8
+# binaries, which arrive as ``str``, and converts them).
+_ARRIVES_AS_IS = frozenset({int, float, str, bytes, bool, list, dict, tuple})
+
 
 # --- methods ------------------------------------------------------------------------------
 
@@ -163,12 +168,19 @@ class Method:
         self._doc = doc
         self._sig: inspect.Signature | None = None
         self._checks: dict[str, Callable[[Any], Any]] = {}
-        self._fast: list[Callable[[Any], Any] | None] | None = None
-        self._fast_min = 0
-        # (fewest, most) positional arguments of a method with only plain
-        # positional parameters and no annotation checks: such a call binds by
-        # a length check alone (the common case, on every call). Set by _prepare.
+        # Positional binding without inspect, for methods whose parameters are
+        # all plain positional ones: (fewest, most) arguments, and the checked
+        # positions as (index, name, converter). Set by _prepare.
+        self._arity: tuple[int, int] | None = None
+        self._checked: tuple[tuple[int, str, Callable[[Any], Any]], ...] = ()
+        # The same method with no annotation checks: a call binds by a length
+        # check alone (the common case, on every call).
         self.plain_arity: tuple[int, int] | None = None
+        # Every parameter annotated with a simple type its values arrive as
+        # (``a: int, b: str``): {number of arguments: their exact types}. A call
+        # whose arguments have exactly those types binds as it came, checked by
+        # one tuple comparison; any other goes through the converters.
+        self.exact_types: dict[int, tuple[type, ...]] | None = None
 
     def __repr__(self) -> str:
         return f"<Method {self.name}>"
@@ -218,13 +230,25 @@ class Method:
             kind = simple_type(p.annotation)
             if kind is not None:
                 self._checks[p.name] = converter(kind)
-        # Fast path: only plain positional parameters, bound positionally.
+        # Fast paths: only plain positional parameters, bound positionally.
         params = list(sig.parameters.values())
         if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
-            self._fast = [self._checks.get(p.name) for p in params]
-            self._fast_min = sum(1 for p in params if p.default is p.empty)
+            fewest = sum(1 for p in params if p.default is p.empty)
+            self._arity = (fewest, len(params))
+            self._checked = tuple(
+                (i, p.name, self._checks[p.name])
+                for i, p in enumerate(params)
+                if p.name in self._checks
+            )
             if not self._checks:
-                self.plain_arity = (self._fast_min, len(params))
+                self.plain_arity = self._arity
+            else:
+                kinds = [simple_type(p.annotation) for p in params]
+                if all(k in _ARRIVES_AS_IS for k in kinds):
+                    self.exact_types = {
+                        n: tuple(kinds[:n])  # type: ignore[misc]
+                        for n in range(fewest, len(params) + 1)
+                    }
         self._sig = sig
 
     def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
@@ -236,19 +260,15 @@ class Method:
         Raises:
             BadArguments: they do not bind, or a value fails its annotation.
         """
-        plain = self.plain_arity
-        if plain is not None and not kwargs and plain[0] <= len(args) <= plain[1]:
-            return tuple(args), NO_KWARGS
         if self._sig is None:
             self._prepare()
-        fast = self._fast
-        if fast is not None and not kwargs and self._fast_min <= len(args) <= len(fast):
-            if not self._checks:
-                return tuple(args), NO_KWARGS
+        arity = self._arity
+        if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
             out = list(args)
-            for i, conv in enumerate(fast[: len(args)]):
-                if conv is not None:
-                    out[i] = self._check(conv, self._param_name(i), out[i])
+            n = len(out)
+            for i, pname, conv in self._checked:
+                if i < n:
+                    out[i] = self._check(conv, pname, out[i])
             return tuple(out), NO_KWARGS
         for key in kwargs:
             if not isinstance(key, str):
@@ -273,9 +293,6 @@ class Method:
                 else:
                     bound.arguments[pname] = self._check(conv, pname, value)
         return bound.args, bound.kwargs
-
-    def _param_name(self, index: int) -> str:
-        return list(self.signature.parameters)[index]
 
     def _check(self, conv: Callable[[Any], Any], pname: str, value: Any) -> Any:
         try:

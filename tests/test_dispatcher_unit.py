@@ -66,7 +66,11 @@ def whoami():
     return current_call().id
 
 
-METHODS = [add, wait, spin, count, unencodable, big, sleepy, whoami]
+def typed(a: int, b: float, c: str = "c"):
+    return [type(a).__name__, type(b).__name__, c]
+
+
+METHODS = [add, wait, spin, count, unencodable, big, sleepy, whoami, typed]
 
 
 harnesses: list[Harness] = []
@@ -139,6 +143,27 @@ def test_the_codecs_fast_road_and_the_general_road_agree():
     h.d.run_sync(h.d.accept_call(1, "add", [1, 2], {}, None, None, None))
     h.d.run_sync(h.call(2, "add", 1, 2))
     assert h.terms() == [(A("ok"), 1, 3), (A("ok"), 2, 3)]
+
+
+def test_an_annotated_call_takes_the_typed_shortcut_and_still_checks_and_converts():
+    # Given a method with simple annotations, once its signature is known
+    h = Harness()
+    h.d.run_sync(h.call(1, "typed", 1, 2.0))
+    spec = h.d.registry.methods["typed"]
+    assert spec.plain_arity is None and spec.exact_types == {2: (int, float), 3: (int, float, str)}
+    # When values of exactly those types come, they bind as they came; any other
+    # goes through the converters: an int for a float is converted, a bool for an
+    # int and a missing argument are refused
+    h.d.run_sync(h.call(2, "typed", 1, 2.0, "x"))
+    h.d.run_sync(h.call(3, "typed", 1, 2))
+    h.call(4, "typed", True, 2.0)
+    h.call(5, "typed", 1)
+    # Then
+    assert h.terminals(2)[0] == (A("ok"), 2, ["int", "float", "x"])
+    assert h.terminals(3)[0] == (A("ok"), 3, ["int", "float", "c"])
+    assert kind(h.terminals(4)[0]) == "bad_arguments"
+    assert "argument 'a' must be int" in h.terminals(4)[0][2]["message"]
+    assert kind(h.terminals(5)[0]) == "bad_arguments"
 
 
 def test_calls_beyond_the_free_slots_queue_and_run_in_arrival_order():
