@@ -55,6 +55,10 @@ def _new_atom(raw: bytes, encoding: str, cache: dict[bytes, Any], data: bytes, p
     if len(text) > 255:
         raise DecodeError("atom longer than 255 characters", data, pos)
     atom = Atom(text)
+    if text == "__struct__":
+        # Never cached: so the C decoder, which reads only cached atoms, leaves
+        # every term holding an Elixir struct to Python, which converts it.
+        return atom
     if len(cache) >= ATOM_CACHE_MAX:
         cache.clear()
         cache.update(_ATOM_SEED)

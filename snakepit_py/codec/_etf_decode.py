@@ -123,7 +123,18 @@ def _dec_map(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         # A key Python cannot hash (a list, a map) raises TypeError here,
         # which decode() reports as DecodeError.
         result[key], pos = decoders[data[pos]](data, pos, depth)
+    if "__struct__" in result:  # an Elixir struct: DateTime, Decimal... (codec/_types.py)
+        return _from_struct(result), pos
     return result, pos
+
+
+def _from_struct(term: dict) -> Any:
+    """``_types.from_struct(term)``, the module imported on first use."""
+    global _from_struct
+    from ._types import from_struct
+
+    _from_struct = from_struct
+    return from_struct(term)
 
 
 def _dec_nil(data: bytes, pos: int, depth: int) -> tuple[Any, int]:

@@ -14,7 +14,7 @@ from . import _etf_tags as tags  # (hot paths import their tags by name: no attr
 from ._etf_atoms import atom_bytes, encode_atom
 from ._etf_tags import BINARY_EXT, INTEGER_EXT, LIST_EXT, MAP_EXT, NEW_FLOAT_EXT, SMALL_BIG_EXT
 from ._limits import DEFAULT_MAX_DEPTH
-from ._terms import Atom, ImproperList, Opaque
+from ._terms import NO_TERM, Atom, ImproperList, Opaque
 from ._terms import type_name as _type_name
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
@@ -111,7 +111,9 @@ def _encode_term(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
         out += _TRUE_BYTES if obj else _FALSE_BYTES
     elif t is float:
         if obj != obj or obj in _INFINITIES:
-            raise EncodeError(f"the BEAM has no float {obj!r}", "float")
+            # The BEAM has no such float: Nx's atoms, as Snakepit.Tensor.to_list gives them.
+            out += encode_atom("nan" if obj != obj else "infinity" if obj > 0 else "neg_infinity")
+            return
         out += _pack_tag_f64(NEW_FLOAT_EXT, obj)
     elif t is bytes:
         out += _pack_tag_u32(BINARY_EXT, len(obj))
@@ -125,7 +127,11 @@ def _encode_other(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
     if isinstance(obj, Opaque):
         out += obj.raw
     elif isinstance(obj, (bytearray, memoryview)):
-        raw = bytes(obj)  # a memoryview's len() counts items, not bytes
+        if type(obj) is memoryview and obj.c_contiguous:
+            out += _pack_tag_u32(BINARY_EXT, obj.nbytes)  # (len() counts items, not bytes)
+            out += obj  # no copy on the way: a tensor's data goes straight into the frame
+            return
+        raw = bytes(obj)
         out += _pack_tag_u32(BINARY_EXT, len(raw))
         out += raw
     elif isinstance(obj, ImproperList):
@@ -156,6 +162,12 @@ def _encode_other(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
         base = tuple if isinstance(obj, tuple) else list if isinstance(obj, list) else dict
         # Shallow conversion: the items themselves are still encoded one by one.
         _encode_term(base(obj.items() if base is dict else obj), out, depth, default)
+    elif (term := _rich_term(obj)) is not NO_TERM:
+        # numpy, datetimes, decimals, dataclasses... (codec/_types.py): only values
+        # that would otherwise go to ``default`` or fail ever come this far.
+        if depth <= 0:
+            raise EncodeError("value nested too deeply (or cyclic)", _type_name(obj))
+        _encode_term(term, out, depth - 1, default)
     elif default is not None:
         if depth <= 0:
             raise EncodeError("default hook keeps returning unencodable values", _type_name(obj))
@@ -163,6 +175,15 @@ def _encode_other(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
     else:
         type_name = _type_name(obj)
         raise EncodeError(f"cannot encode a value of type {type_name}", type_name)
+
+
+def _rich_term(obj: Any) -> Any:
+    """``_types.to_term(obj)``, the module imported on first use."""
+    global _rich_term
+    from ._types import to_term
+
+    _rich_term = to_term
+    return to_term(obj)
 
 
 def encode(

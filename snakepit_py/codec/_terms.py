@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 __all__ = ["Atom", "ImproperList", "Opaque", "Pid", "Port", "Reference", "Fun"]
 
 
+NO_TERM = object()
+"""What ``_types.to_term`` answers for a value it has no mapping for (here: no import cycle)."""
+
+
 def type_name(obj: object) -> str:
     """The qualified name of ``obj``'s type, as EncodeError reports it."""
     cls = type(obj)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..errors import DecodeError, EncodeError
 from ._general import general_codec
 from ._limits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE
-from ._terms import Atom, ImproperList, Opaque
+from ._terms import NO_TERM, Atom, ImproperList, Opaque
 from ._terms import type_name as _type_name
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
@@ -52,6 +52,16 @@ _NATIVE = frozenset(
 
 _SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 _NOT_SPECIAL = object()
+
+
+def _to_term(value: Any) -> Any:
+    """``_types.to_term(value)``, the module imported on first use."""
+    global _to_term
+    from ._types import to_term
+
+    _to_term = to_term
+    return to_term(value)
+
 
 # How many times a user ``default`` hook may hand back a value that needs yet
 # another conversion before we call it a loop.
@@ -106,6 +116,12 @@ def encode(
             for base in (int, float, str, bytes, list, dict):
                 if isinstance(value, base):
                     return base(value)
+            term = _to_term(value)  # numpy, datetimes, decimals... (codec/_types.py)
+            if term is not NO_TERM:
+                value = term
+                if type(value) in _NATIVE:
+                    return value
+                continue
             if default is None:
                 type_name = _type_name(value)
                 raise EncodeError(f"cannot encode a value of type {type_name}", type_name)
