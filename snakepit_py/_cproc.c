@@ -1,14 +1,18 @@
-/* Two Linux process controls for the guard (snakepit_py/_guard.py), in C so
- * that a worker's start-up does not pay for importing ctypes (~2 ms).
+/* Linux process controls for the guard (snakepit_py/_guard.py) and the worker
+ * (snakepit_py/_lifecycle.py), in C so that a worker's start-up does not pay
+ * for importing ctypes (~2 ms) and does them before :ready.
  *
- * Optional like the codec's accelerator: without it _guard.py falls back to
- * ctypes. Elsewhere than Linux both functions answer False. */
+ * Optional like the codec's accelerator: without it both modules fall back
+ * to ctypes. Elsewhere than Linux (or glibc, for mallopt) they answer False. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #ifdef __linux__
 #include <sys/prctl.h>
+#endif
+#ifdef __GLIBC__
+#include <malloc.h>
 #endif
 
 static PyObject *
@@ -41,16 +45,32 @@ set_parent_death_signal(PyObject *self, PyObject *arg)
     Py_RETURN_FALSE;
 }
 
+static PyObject *
+set_malloc_thresholds(PyObject *self, PyObject *args)
+{
+    int mmap_threshold, trim_threshold;
+    if (!PyArg_ParseTuple(args, "ii:set_malloc_thresholds", &mmap_threshold, &trim_threshold))
+        return NULL;
+#ifdef __GLIBC__
+    int ok = mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1;
+    if (mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1 && ok)
+        Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
     {"set_child_subreaper", set_child_subreaper, METH_O,
      "set_child_subreaper(on) -> bool: orphaned descendants are re-parented to this process."},
     {"set_parent_death_signal", set_parent_death_signal, METH_O,
      "set_parent_death_signal(sig) -> bool: the kernel sends sig when the parent dies."},
+    {"set_malloc_thresholds", set_malloc_thresholds, METH_VARARGS,
+     "set_malloc_thresholds(mmap, trim) -> bool: glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_cproc", "Linux process controls for the guard.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_cproc", "Linux process controls for the guard and the worker.", -1, methods,
 };
 
 PyMODINIT_FUNC

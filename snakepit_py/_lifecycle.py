@@ -16,10 +16,11 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 __all__ = [
     "become_subreaper",
+    "c_controls",
     "descendants",
     "exit_process",
     "ignore_signal",
@@ -37,6 +38,9 @@ def become_subreaper() -> bool:
     """Ask the kernel to re-parent orphaned descendants to this process (Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
+    controls = c_controls()
+    if controls is not None:
+        return bool(controls.set_child_subreaper(True))
     import ctypes
 
     try:
@@ -44,6 +48,15 @@ def become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def c_controls() -> Any:
+    """The C process controls (``snakepit_py._cproc``), or None when built without them."""
+    try:
+        from . import _cproc  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _cproc
 
 
 def ignore_signal(_signum: int, _frame: object) -> None:
@@ -66,6 +79,9 @@ def keep_heap_memory(mmap_threshold: int = 16 << 20, trim_threshold: int = 32 <<
     """
     if os.environ.get("SNAKEPIT_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
+    controls = c_controls()
+    if controls is not None:
+        return bool(controls.set_malloc_thresholds(mmap_threshold, trim_threshold))
     import ctypes
 
     try:

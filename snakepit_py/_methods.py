@@ -128,7 +128,10 @@ _ARRIVES_AS_IS = frozenset({int, float, str, bytes, bool, list, dict, tuple})
 # --- methods ------------------------------------------------------------------------------
 
 
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+_FUNCTION = type(method)  # types.FunctionType, without importing types
+_BOUND_METHOD = type(MethodOptions().__init__)  # types.MethodType
 
 
 def _code_flags(fn: Any) -> int:
@@ -192,7 +195,7 @@ class Method:
         flags = _code_flags(fn)
         is_agen = bool(flags & _CO_ASYNC_GENERATOR)
         is_gen = bool(flags & _CO_GENERATOR)
-        return cls(
+        made = cls(
             name,
             fn,
             doc=opts.doc,
@@ -202,6 +205,8 @@ class Method:
             is_generator=is_gen,
             is_async_generator=is_agen,
         )
+        made._prepare_positional()
+        return made
 
     @property
     def signature(self) -> inspect.Signature:
@@ -226,30 +231,58 @@ class Method:
             sig = inspect.signature(self.fn, eval_str=True)
         except Exception:
             sig = inspect.signature(self.fn)
+        checks = {}
         for p in sig.parameters.values():
             kind = simple_type(p.annotation)
             if kind is not None:
-                self._checks[p.name] = converter(kind)
-        # Fast paths: only plain positional parameters, bound positionally.
+                checks[p.name] = converter(kind)
         params = list(sig.parameters.values())
-        if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
-            fewest = sum(1 for p in params if p.default is p.empty)
-            self._arity = (fewest, len(params))
-            self._checked = tuple(
-                (i, p.name, self._checks[p.name])
-                for i, p in enumerate(params)
-                if p.name in self._checks
-            )
-            if not self._checks:
-                self.plain_arity = self._arity
-            else:
-                kinds = [simple_type(p.annotation) for p in params]
-                if all(k in _ARRIVES_AS_IS for k in kinds):
-                    self.exact_types = {
-                        n: tuple(kinds[:n])  # type: ignore[misc]
-                        for n in range(fewest, len(params) + 1)
-                    }
+        if self._arity is None and all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        ):
+            self._set_positional([(p.name, p.default is p.empty, p.annotation) for p in params])
+        self._checks = checks
         self._sig = sig
+
+    def _prepare_positional(self) -> None:
+        """Set the positional fast paths from the function's code object, without ``inspect``.
+
+        Only for a plain function (or a method bound to its instance) whose
+        parameters are all positional and which wraps nothing; anything else
+        is left to ``_prepare``. Importing ``inspect`` costs more than the rest
+        of a worker's start, and a worker must answer its first call at once.
+        """
+        fn, skip = self.fn, 0
+        if type(fn) is _BOUND_METHOD:
+            fn, skip = fn.__func__, 1
+        if type(fn) is not _FUNCTION or hasattr(fn, "__wrapped__") or hasattr(fn, "__signature__"):
+            return
+        code = fn.__code__
+        if code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS) or code.co_kwonlyargcount:
+            return
+        names = code.co_varnames[: code.co_argcount]
+        if len(names) < skip:
+            return
+        required = len(names) - len(fn.__defaults__ or ())
+        annotations = fn.__annotations__
+        self._set_positional(
+            [(name, i < required, annotations.get(name)) for i, name in enumerate(names)][skip:]
+        )
+
+    def _set_positional(self, params: list[tuple[str, bool, Any]]) -> None:
+        """Set the fast paths from each parameter's (name, required, annotation)."""
+        kinds = [simple_type(annotation) for _, _, annotation in params]
+        fewest = sum(1 for _, required, _ in params if required)
+        self._arity = (fewest, len(params))
+        self._checked = tuple(
+            (i, name, converter(kind))
+            for i, ((name, _, _), kind) in enumerate(zip(params, kinds, strict=True))
+            if kind is not None
+        )
+        if not self._checked:
+            self.plain_arity = self._arity
+        elif all(k in _ARRIVES_AS_IS for k in kinds):
+            self.exact_types = {n: tuple(kinds[:n]) for n in range(fewest, len(params) + 1)}  # type: ignore[misc]
 
     def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
         """Bind and check arguments.
@@ -260,7 +293,7 @@ class Method:
         Raises:
             BadArguments: they do not bind, or a value fails its annotation.
         """
-        if self._sig is None:
+        if self._arity is None and self._sig is None:
             self._prepare()
         arity = self._arity
         if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
@@ -270,6 +303,8 @@ class Method:
                 if i < n:
                     out[i] = self._check(conv, pname, out[i])
             return tuple(out), NO_KWARGS
+        if self._sig is None:
+            self._prepare()
         for key in kwargs:
             if not isinstance(key, str):
                 raise BadArguments(

@@ -236,18 +236,19 @@ class _Readers:
 
 
 class _AfterReady:
-    """Set-up that :ready need not wait for, run once: on the first frame, or after a moment.
+    """Set-up run once: before :ready when it is cheap, else on the first frame or after a moment.
 
-    Becoming a subreaper and tuning malloc cost a few milliseconds of CPU
-    (ctypes); starting the event loop of a worker with async methods costs
-    more (asyncio). None of it is needed to answer :ready, and while a pool's
-    workers start together on a shared core, each one's set-up would only
-    delay the others. So it runs before the first frame is handled (the
-    subreaper before any call can spawn a process; user code imported before
-    :ready can only have direct children, which are ours to reap anyway), or
-    ``delay`` seconds after :ready if no frame came first, whichever is
-    earlier. The event loop is only ever warmed in the background: an async
-    call that arrives before it starts the loop itself.
+    Becoming a subreaper and tuning malloc take microseconds through the C
+    process controls (``_cproc``), so ``serve`` runs them before :ready and the
+    first call waits for nothing. Without them they cost a few milliseconds
+    of CPU (ctypes), which :ready need not wait for: they then run before the
+    first frame is handled (the subreaper before any call can spawn a
+    process; user code imported before :ready can only have direct
+    children, which are ours to reap anyway), or ``delay`` seconds after
+    :ready if no frame came first, whichever is earlier. Starting the event
+    loop of a worker with async methods (asyncio) is only ever done in the
+    background, ``delay`` seconds after :ready: an async call that arrives
+    before it starts the loop itself.
     """
 
     def __init__(self, dispatcher: Dispatcher, delay: float = 0.2) -> None:
@@ -320,10 +321,14 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     _logging.install(dispatcher.send, opts.log_level)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.shutdown())
     reader = FrameReader(fd_in, opts.max_frame)
-    dispatcher.send_ready()
     readers = _Readers(reader, codec.decode_message, dispatcher, codec.peek_call_id)
     readers.call_fields = codec.call_fields
-    readers.after_ready(_AfterReady(dispatcher))
+    set_up = _AfterReady(dispatcher)
+    if _lifecycle.c_controls() is not None:
+        set_up()  # microseconds in C: done before :ready, so the first call waits for nothing
+    else:
+        readers.after_ready(set_up)  # ctypes costs milliseconds: not before :ready
+    dispatcher.send_ready()
     readers.start(opts.threads)
     while not done.acquire(timeout=3600):  # (signal handlers run meanwhile)
         pass

@@ -175,3 +175,33 @@ def test_the_runtime_threads_take_the_hooks_set_for_new_threads(tmp_path):
         assert sup.call("probe") == "probed"
         # Then the hook saw it, as it would in a threading.Thread
         assert sup.call("seen") >= 1
+
+
+def test_ready_means_ready_the_first_call_waits_for_no_set_up(tmp_path):
+    # Given a worker whose methods are annotated, as real ones are
+    target = tmp_path / "annotated_worker.py"
+    target.write_text(
+        "import sys\n"
+        "import snakepit_py as snakepit\n\n"
+        "@snakepit.method\n"
+        "def late_imports(a: int, b: str = 'x') -> list:\n"
+        "    return [m for m in ('inspect', 'ctypes') if m in sys.modules]\n\n"
+        "@snakepit.method\n"
+        "def subreaper() -> int:\n"
+        "    import ctypes\n"
+        "    flag = ctypes.c_int(0)\n"
+        "    ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER\n"
+        "    return flag.value\n"
+    )
+    sup = FakeSupervisor(str(target)).start()
+    try:
+        # When its first call comes right after :ready
+        # Then binding it imported nothing (no inspect) and no set-up ran on it (no ctypes)
+        assert sup.call("late_imports", 1) == []
+        # And the worker became a subreaper before :ready (C process controls)
+        from snakepit_py._lifecycle import c_controls
+
+        if c_controls() is not None and os.uname().sysname == "Linux":
+            assert sup.call("subreaper") == 1
+    finally:
+        sup.close()
