@@ -12,6 +12,7 @@ from ._version import __version__
 from .codec import Atom, ImproperList
 from .errors import (
     BadArguments,
+    BeamCallError,
     CallCancelled,
     CallError,
     CodecError,
@@ -32,6 +33,8 @@ __all__ = [
     "report_loaded",
     "run",
     "worker_args",
+    # calling the BEAM (protocol 1.1): snakepit.beam.call / acall / functions
+    "beam",
     # terms
     "Atom",
     "ImproperList",
@@ -45,9 +48,21 @@ __all__ = [
     "MethodNotFound",
     "BadArguments",
     "CallError",
+    "BeamCallError",
     "CallCancelled",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `snakepit.beam` is imported on first use: a worker that never calls the
+    # BEAM does not pay for it at start.
+    if name == "beam":
+        import sys
+
+        __import__(f"{__name__}.beam")  # (not `from . import beam`: that asks __getattr__ again)
+        return sys.modules[f"{__name__}.beam"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def publish(name: str, data: object) -> None:

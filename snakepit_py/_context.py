@@ -124,7 +124,7 @@ class CallContext:
         "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
         "cancel_reason", "_outlet", "_lock", "_cond", "_credit", "_seq",
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
-        "serial", "armed", "_encode_chunk",
+        "serial", "armed", "_encode_chunk", "_beam_waits",
     )  # fmt: skip
 
     def __init__(
@@ -161,6 +161,7 @@ class CallContext:
         self.serial = 0  # set when the call has a deadline
         self.armed = False  # its deadline is in the timer's heap
         self._encode_chunk: Any = None  # (seq, data) -> chunk frame, made on the first chunk
+        self._beam_waits: list[Any] | None = None  # beam calls waited for under this call (_beam)
 
     # --- what user code uses -------------------------------------------------------------
 
@@ -360,7 +361,47 @@ class CallContext:
             if self.cancel_reason is None and self.state != DONE:
                 self.cancel_reason = reason
                 self._wake_locked()
+                if self._beam_waits:
+                    for waiter in self._beam_waits:
+                        waiter.wake()
             return self.state
+
+    # --- runtime side: waiting for the BEAM (_beam) ---------------------------------------
+
+    def beam_wait_begin(self, waiter: Any) -> bool:
+        """A beam call is about to be waited for under this call; returns a token for ``end``.
+
+        A cancel from now on wakes ``waiter``. In the call's own thread the wait
+        is runtime code: the thread leaves user code (an interrupt already
+        pending is dropped; the waiter raises ``CallCancelled`` itself), and a
+        sync call's waiter is marked as holding its sync slot.
+
+        Raises:
+            CallCancelled: the call was cancelled already (nothing is sent then).
+        """
+        with self._lock:
+            if self.cancel_reason is not None:
+                raise CallCancelled(self.cancel_reason)
+            if self._beam_waits is None:
+                self._beam_waits = []
+            self._beam_waits.append(waiter)
+            if self._thread_id != get_ident():
+                return False
+            waiter.holds_slot = not self.spec.is_async and self.state == RUNNING
+            in_user = self._in_user
+            self._in_user = False
+            if self._interrupted:
+                _drop_interrupt()
+            return in_user
+
+    def beam_wait_end(self, waiter: Any, in_user: bool) -> None:
+        """The wait begun with ``beam_wait_begin`` is over: back to user code, if it was there."""
+        with self._lock:
+            waits = self._beam_waits
+            if waits is not None and waiter in waits:
+                waits.remove(waiter)
+            if in_user and self._thread_id == get_ident():
+                self._in_user = True
 
     def interrupt(self) -> bool:
         """Raise CallCancelled in the call's thread if it is running user code."""

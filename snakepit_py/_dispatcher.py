@@ -35,7 +35,19 @@ if TYPE_CHECKING:
     from ._registry import Registry
 
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "beam_calls"]
+
+# The ``beam_calls`` of every dispatcher serving now (the last one is asked first).
+_BEAM_SOURCES: list[Callable[[bool], Any]] = []
+
+
+def beam_calls() -> Any:
+    """The ``BeamCalls`` of the connection serving this process, or None when not serving."""
+    for source in reversed(_BEAM_SOURCES):
+        found = source(False)  # (one that was announced functions, if any)
+        if found is not None:
+            return found
+    return _BEAM_SOURCES[-1](True) if _BEAM_SOURCES else None
 
 
 class Dispatcher:
@@ -104,8 +116,16 @@ class Dispatcher:
             _wire.T_HEALTH: self._on_health,
             _wire.T_DESCRIBE: self._on_describe,
             _wire.T_SHUTDOWN: self._on_shutdown,
+            _wire.T_BEAM_FUNCTIONS: self._on_beam_functions,
+            _wire.T_BEAM_REPLY: self._on_beam_reply,
         }
+        # (1.1) Calls into the BEAM (_beam.BeamCalls), made on first use: a worker
+        # that never calls the BEAM never imports it. ``on_beam_wait`` is the
+        # transport's: called before a thread blocks for a beam reply.
+        self._beam: Any = None
+        self.on_beam_wait: Callable[[], None] | None = None
         _state.serving(self.publish)
+        _BEAM_SOURCES.append(self.beam_calls)
 
     # --- output ---------------------------------------------------------------------------
 
@@ -193,11 +213,12 @@ class Dispatcher:
         ):  # fmt: skip
             self.bad_request(*call_problem(cid, name, args, kwargs, opts))
             return None
-        timeout_ms = credit = meta = None
+        timeout_ms = credit = meta = beam_ref = None
         if opts:
             timeout_ms = opts.get("timeout_ms")
             credit = opts.get("credit")
             meta = opts.get("meta")
+            beam_ref = opts.get("beam_call")
             if not (
                 (timeout_ms is None or (type(timeout_ms) in NUMBERS and timeout_ms > 0))
                 and (credit is None or (type(credit) is int and credit >= 0))
@@ -205,17 +226,20 @@ class Dispatcher:
             ):
                 self.bad_request(cid, check_opts(opts) or "bad opts")
                 return None
-        return self.accept_call(cid, name, args, kwargs, timeout_ms, credit, meta)
+        return self.accept_call(cid, name, args, kwargs, timeout_ms, credit, meta, beam_ref)
 
     def accept_call(
         self, cid: int, name: str, args: list, kwargs: dict,
         timeout_ms: float | None, credit: int | None, meta: dict | None,
+        beam_ref: int | None = None,
     ) -> CallContext | None:  # fmt: skip
         """Act on a well-formed call (its shape and opts checked), as ``handle`` does.
 
         The Port transport calls it straight from the codec's ``call_fields``
         when the frame is a plain call envelope; every other call comes
-        through ``handle``, which checks the envelope first.
+        through ``handle``, which checks the envelope first. ``beam_ref`` (1.1,
+        ``opts.beam_call``): the call was made by the BEAM function serving
+        this worker's beam call ``beam_ref`` (see ``_refuse_reentry``).
         """
         spec = self.registry.methods.get(name)
         if spec is None:
@@ -240,6 +264,8 @@ class Dispatcher:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        if beam_ref is not None and self._refuse_reentry(cid, spec, beam_ref):
+            return None
         ctx = CallContext(self._outlet, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
         table = self.table
         calls = self._calls
@@ -305,6 +331,68 @@ class Dispatcher:
             self.bad_request(None, f"{shape}, id a non-negative integer")
             return
         self.send((tag, msg[1], report()))
+
+    # --- calls into the BEAM (1.1, protocol.md §9) ----------------------------------------
+
+    def beam_calls(self, make: bool = True) -> Any:
+        """This connection's ``BeamCalls``, made on first use (unless not ``make``: None then)."""
+        beam = self._beam
+        if beam is None and make:
+            from ._beam import BeamCalls
+
+            with self.table.lock:
+                if self._beam is None:
+                    self._beam = BeamCalls(self.send, self.on_beam_wait)
+                beam = self._beam
+        return beam
+
+    def _on_beam_functions(self, msg: tuple) -> None:
+        names = msg[1] if len(msg) == 2 else None
+        if type(names) is not list or not all(type(n) is str for n in names):
+            self.bad_request(None, "a beam_functions is {:beam_functions, names}, names binaries")
+            return
+        self.beam_calls().announce(names)
+
+    def _on_beam_reply(self, msg: tuple) -> None:
+        outcome = msg[2] if len(msg) == 3 else None
+        if not (
+            type(msg[1]) is int and msg[1] >= 0 and type(outcome) is tuple and len(outcome) == 2
+            and (outcome[0] == "ok" or outcome[0] == "error")
+        ):  # fmt: skip
+            self.bad_request(
+                None, "a beam reply is {:beam_reply, ref, {:ok, result} | {:error, error}}"
+            )
+            return
+        beam = self._beam
+        if beam is not None:
+            beam.reply(msg[1], (outcome[0] == "ok", outcome[1]))
+
+    def _refuse_reentry(self, cid: int, spec: Any, beam_ref: Any) -> bool:
+        """Refuse a sync call from a BEAM function that could never get a sync slot.
+
+        The supervisor marks a call made by the BEAM function serving this
+        worker's beam call ``beam_ref``. If that beam call is waited for by a
+        sync call that holds a slot, and every slot is so held, the new call
+        would queue behind calls that wait for it: a deadlock. It is refused at
+        once with ``:would_deadlock`` (docs/protocol.md §9).
+        """
+        beam = self._beam
+        if spec.is_async or beam is None or self.table.sync_free > 0:
+            return False
+        if not beam.would_deadlock(beam_ref, self.threads):
+            return False
+        held = (
+            "its only sync thread"
+            if self.threads == 1
+            else f"one of its {self.threads} sync threads, all waiting for the BEAM"
+        )
+        self._reject(
+            cid, "would_deadlock", "WouldDeadlock",
+            f"call {spec.name!r} would wait for ever: it comes from the BEAM function serving "
+            f"beam call {beam_ref}, which the worker waits for in a sync call holding {held}; "
+            "make the method async, give the worker more --threads, or call another worker",
+        )  # fmt: skip
+        return True
 
     def _on_shutdown(self, msg: tuple) -> None:
         grace = msg[1] if len(msg) == 2 else None
@@ -375,6 +463,8 @@ class Dispatcher:
         """End of input: cancel everything, give it ``wait`` seconds, and exit."""
         self.aborted = True
         self.table.draining = True
+        if self._beam is not None:
+            self._beam.withdraw("the supervisor went away")
         self.cancel_all("shutdown")
         self.table.wait_idle(wait)
         self.exit()
@@ -391,4 +481,6 @@ class Dispatcher:
                 return
             self._exiting = True
         _state.stopped(self.publish)
+        if self.beam_calls in _BEAM_SOURCES:
+            _BEAM_SOURCES.remove(self.beam_calls)
         self.on_exit()

@@ -22,6 +22,20 @@ __all__ = ["Health", "rss_mb"]
 
 A = Atom
 
+# (1.1) What this worker can do beyond protocol 1.0, listed in :ready only to a
+# supervisor that says it reads protocol 1.1 (SNAKEPIT_PROTOCOL): a 1.0
+# supervisor decodes with [:safe], and these atoms are not in its atom table.
+FEATURES = ("beam_call",)
+
+
+def peer_minor(env: dict | None = None) -> int:
+    """The protocol 1 minor version the supervisor reads (``SNAKEPIT_PROTOCOL=1.1``; 0 if unset)."""
+    value = (os.environ if env is None else env).get("SNAKEPIT_PROTOCOL", "")
+    major, _, minor = value.strip().partition(".")
+    if major != "1" or not minor.isdigit():
+        return 0
+    return int(minor)
+
 
 def rss_mb() -> float:
     """This process's resident memory in MiB (0.0 where /proc cannot tell)."""
@@ -64,6 +78,7 @@ class Health:
             A("methods"): sorted(self.registry.methods),
             A("threads"): self.threads,
             A("max_inflight"): self.max_inflight,
+            **({A("features"): [A(f) for f in FEATURES]} if peer_minor() >= 1 else {}),
         }
 
     def report(self) -> dict:

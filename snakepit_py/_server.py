@@ -115,6 +115,8 @@ class _Readers:
         self._wake = _thread.allocate_lock()
         self._wake.acquire()
         self._standby = _thread.allocate_lock()
+        self._hurry = _thread.allocate_lock()  # released by hurry(): take over now
+        self._hurry.acquire()
         self._eof = False
         self._first_frame: Callable[[], None] | None = None
 
@@ -163,9 +165,29 @@ class _Readers:
                 if sleep:
                     self._wake.acquire()
                     seen, idle = -1, 0
-                else:
-                    time.sleep(period)
+                elif self._hurry.acquire(True, period):  # (a plain sleep, unless hurried)
+                    with self._state:
+                        if self._vacant:
+                            self._vacant = False
+                            self.dispatcher.arm_deadlines()
+                            return True
             return False
+
+    def hurry(self) -> None:
+        """A thread is about to block for a while (a beam call): take the reading role over now.
+
+        A reply it waits for must not wait a sentinel period to be read.
+        """
+        with self._state:
+            if not self._vacant:
+                return
+            if self._asleep:
+                self._asleep = False
+                self._wake.release()
+        try:
+            self._hurry.release()
+        except RuntimeError:  # hurried already
+            pass
 
     def _lead(self) -> bool:
         """Hold the reading role: read, dispatch, run sync calls in place.
@@ -323,6 +345,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     reader = FrameReader(fd_in, opts.max_frame)
     readers = _Readers(reader, codec.decode_message, dispatcher, codec.peek_call_id)
     readers.call_fields = codec.call_fields
+    dispatcher.on_beam_wait = readers.hurry  # (1.1) a beam call's reply is read at once
     set_up = _AfterReady(dispatcher)
     if _lifecycle.c_controls() is not None:
         set_up()  # microseconds in C: done before :ready, so the first call waits for nothing

@@ -24,6 +24,8 @@ OK, ERROR, CHUNK, HEALTH, DESCRIBE, EVENT, LOG, BYE, READY = map(
 T_CALL, T_CANCEL, T_CREDIT, T_HEALTH, T_DESCRIBE, T_SHUTDOWN = (
     "call", "cancel", "credit", "health", "describe", "shutdown",
 )  # fmt: skip
+# (1.1) calls into the BEAM, §9: what the supervisor sends
+T_BEAM_FUNCTIONS, T_BEAM_REPLY = "beam_functions", "beam_reply"
 K_KIND, K_TYPE, K_MESSAGE, K_TRACEBACK, K_DETAILS = map(
     A, ("kind", "type", "message", "traceback", "details")
 )
@@ -39,6 +41,7 @@ KIND = {
         "bad_request",
         "overloaded",
         "shutting_down",
+        "would_deadlock",  # (1.1) only ever in answer to a call that had opts.beam_call
     )  # fmt: skip
 }
 _HERE = os.path.dirname(os.path.abspath(__file__))

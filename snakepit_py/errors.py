@@ -23,6 +23,7 @@ __all__ = [
     "MethodNotFound",
     "BadArguments",
     "CallError",
+    "BeamCallError",
     "CallCancelled",
 ]
 
@@ -115,6 +116,44 @@ class CallError(SnakepitError):
         message = error.get("message")
         super().__init__(f"{self.kind}: {self.type}: {message}")
         self.message = message
+
+
+class BeamCallError(SnakepitError):
+    """A call into the BEAM (``snakepit_py.beam.call``) failed.
+
+    Attributes:
+        kind: ``"unknown_function"``, ``"exception"``, ``"timeout"``,
+            ``"bad_arguments"`` or ``"cancelled"`` (docs/protocol.md §9).
+        type: the Elixir exception's module for ``"exception"`` (e.g.
+            ``"ArgumentError"``), else a name for the kind.
+        message: what went wrong.
+        traceback: the BEAM's stacktrace as text, or None.
+        details: the error's ``details`` map.
+    """
+
+    def __init__(self, kind: str, type: str | None, message: str, *,
+                 traceback: str | None = None, details: dict | None = None) -> None:  # fmt: skip
+        super().__init__(f"{kind}: {type}: {message}" if type else f"{kind}: {message}")
+        self.kind = kind
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        self.details = details or {}
+
+    @classmethod
+    def from_wire(cls, error: Any) -> BeamCallError:
+        """Build one from a ``beam_reply`` error map (any other term is reported as such)."""
+        if not isinstance(error, dict):
+            return cls("exception", "ProtocolError", f"malformed error from the BEAM: {error!r}")
+        message = error.get("message")
+        details = error.get("details")
+        return cls(
+            str(error.get("kind") or "exception"),
+            error.get("type") if isinstance(error.get("type"), str) else None,
+            message if isinstance(message, str) else repr(message),
+            traceback=error.get("traceback") if isinstance(error.get("traceback"), str) else None,
+            details=details if isinstance(details, dict) else None,
+        )
 
 
 class CallCancelled(BaseException):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ..codec import Atom, get_codec
 from ..errors import ProtocolError
+from .beam import BeamServer
 from .calls import PendingCall, Stream
 
 _A = Atom
@@ -52,6 +53,11 @@ class SupervisorCore:
         ready_timeout: seconds to wait for ``:ready``.
         timeout: default seconds to wait for any answer.
         record: keep every decoded frame in ``frames``.
+        beam_functions: Python callables served in place of BEAM functions
+            (protocol 1.1, §9): ``{"name": callable}``, announced to the worker
+            once it is ready; each ``{:beam_call}`` runs on a thread of its own
+            and is answered as the harness would (``beam_calls`` and
+            ``beam_cancels`` record what the worker sent).
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class SupervisorCore:
         ready_timeout: float = 30.0,
         timeout: float = 30.0,
         record: bool = False,
+        beam_functions: dict[str, Any] | None = None,
     ) -> None:
         self.target = target
         self.codec = get_codec(codec)
@@ -108,6 +115,9 @@ class SupervisorCore:
         self._cwd = cwd
         self._output = tempfile.TemporaryFile()
         self._final_output: str | None = None
+        self.beam = BeamServer(self, beam_functions)
+        self.beam_calls = self.beam.calls
+        self.beam_cancels = self.beam.cancels
 
     # --- what a transport provides --------------------------------------------------------
 
@@ -134,6 +144,7 @@ class SupervisorCore:
         env = dict(os.environ)
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, env.get("PYTHONPATH")]))
+        env["SNAKEPIT_PROTOCOL"] = "1.1"  # this supervisor reads protocol 1.1 (features in :ready)
         env.update(self._env or {})
         return env
 
@@ -168,6 +179,7 @@ class SupervisorCore:
 
     def close(self, timeout: float = 5.0) -> int | None:
         """End the worker's input and wait for it to exit; returns its exit code."""
+        self.beam.close()
         if self.proc is None:
             return None
         self._end_input()
@@ -349,8 +361,11 @@ class SupervisorCore:
                 box = self._replies.pop(msg[1], None)
             if box is not None:
                 box.put(msg[2])
+        elif tag == "beam_call" or tag == "beam_cancel":
+            self.beam.on_message(msg)
         elif tag == "ready":
             self.ready = msg[1]
+            self.beam.announce(msg[1])  # before start() returns: no call can race it
             self._ready.set()
         elif tag == "log":
             self.logs.append(msg)

@@ -1,0 +1,289 @@
+"""Calls from worker code into the BEAM: one connection's side of protocol.md §9.
+
+A ``BeamCalls`` belongs to one dispatcher. It keeps the names the supervisor
+announced (``{:beam_functions, names}``) and the beam calls waiting for their
+``{:beam_reply, ref, outcome}``. Nothing here blocks the reading thread: a
+reply only settles its waiter (a lock released, or a future resolved through
+the waiter's event loop), and the waiting thread does the rest.
+
+A wait is tied to the call it is made under (``current_call()``): cancelling
+that call wakes the wait (``CallContext.request_cancel`` calls ``wake``), the
+waiter sends ``{:beam_cancel, ref}`` and raises ``CallCancelled``. A sync
+call waiting in its own thread holds a sync slot while it waits; that is what
+``would_deadlock`` looks at when the supervisor says a call comes from a BEAM
+function serving one of these beam calls (``opts.beam_call``).
+"""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import time
+
+from ._context import call_var
+from .codec import Atom
+from .errors import BeamCallError, CallCancelled
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+    from typing import Any
+
+    from ._context import CallContext
+
+__all__ = ["BeamCalls", "NOT_SERVED"]
+
+A = Atom
+BEAM_CALL, BEAM_CANCEL = A("beam_call"), A("beam_cancel")
+_CALL_ID, _TIMEOUT_MS = A("call_id"), A("timeout_ms")
+NOT_SERVED = "this supervisor serves no BEAM functions"
+# An outcome that is not a reply: the wait was woken (its call was cancelled, or
+# the connection ended) and the waiter looks at why.
+_WOKEN = ("woken", None)
+
+
+class _Waiter:
+    """One beam call waiting for its reply: a lock for a thread, or a future for a task."""
+
+    __slots__ = ("ref", "ctx", "holds_slot", "lock", "future", "loop", "outcome")
+
+    def __init__(self, ctx: CallContext | None, future: Any = None, loop: Any = None) -> None:
+        self.ref = -1
+        self.ctx = ctx
+        self.holds_slot = False  # set by CallContext.beam_wait_begin
+        self.future = future
+        self.loop = loop
+        self.outcome: tuple[Any, Any] | None = None
+        if future is None:
+            self.lock = _thread.allocate_lock()
+            self.lock.acquire()
+        else:
+            self.lock = None
+
+    def wake(self, outcome: tuple[Any, Any] = _WOKEN) -> None:
+        """Let the waiter go (any thread; never blocks). A second wake does nothing."""
+        lock = self.lock
+        if lock is not None:
+            try:
+                lock.release()
+            except RuntimeError:  # woken already
+                pass
+            return
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future, outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _resolve(future: asyncio.Future[Any], outcome: tuple[Any, Any]) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
+    """The ``timeout_ms`` to send: the timeout given, cut to the enclosing call's deadline."""
+    ms = None
+    if timeout is not None:
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, got: {timeout!r}"
+            )
+        ms = timeout * 1000.0
+    deadline = ctx.deadline if ctx is not None else None
+    if deadline is not None:
+        left = (deadline - time.monotonic()) * 1000.0
+        ms = left if ms is None else min(ms, left)
+    return None if ms is None else max(1, int(-(-ms // 1)))
+
+
+class BeamCalls:
+    """The beam calls of one connection.
+
+    Args:
+        send: writes one term to the supervisor; raises ``EncodeError`` when the
+            term cannot be encoded (the call then fails before anything is sent).
+        on_wait: called before a thread blocks for a reply, so that the
+            transport can make sure someone reads it (the Port's sentinel).
+    """
+
+    def __init__(
+        self, send: Callable[[Any], None], on_wait: Callable[[], None] | None = None
+    ) -> None:
+        self._send = send
+        self.on_wait = on_wait
+        self._lock = _thread.allocate_lock()
+        self._names: frozenset[str] | None = None
+        self._order: list[str] = []
+        self._pending: dict[int, _Waiter] = {}
+        self._refs = itertools.count()
+        self._closed: str | None = None
+
+    # --- what the supervisor says ---------------------------------------------------------
+
+    def announce(self, names: list[str]) -> None:
+        """``{:beam_functions, names}``: these are the functions served now (replaces the list)."""
+        with self._lock:
+            self._names = frozenset(names)
+            self._order = list(dict.fromkeys(names))
+
+    def reply(self, ref: int, outcome: tuple[Any, Any]) -> None:
+        """``{:beam_reply, ref, outcome}``: settle the waiter; an unknown ref is ignored."""
+        with self._lock:
+            waiter = self._pending.pop(ref, None)
+            if waiter is None:
+                return
+            waiter.outcome = outcome
+        waiter.wake(outcome)
+
+    def withdraw(self, why: str) -> None:
+        """The supervisor serving the functions is gone: no more calls; waiting ones fail."""
+        with self._lock:
+            self._names = None
+            self._order = []
+            self._closed = why
+            waiters = list(self._pending.values())
+            self._pending.clear()
+        outcome = (False, {"kind": "cancelled", "type": "CallCancelled", "message": why})
+        for waiter in waiters:
+            waiter.outcome = outcome
+            waiter.wake(outcome)
+
+    # --- what user code sees --------------------------------------------------------------
+
+    def functions(self) -> list[str]:
+        """The names announced, in the supervisor's order ([] when none were)."""
+        return list(self._order)
+
+    def call(self, name: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        """Call ``name`` in the BEAM and block for its reply (see ``snakepit_py.beam.call``)."""
+        ctx = call_var.get()
+        waiter = _Waiter(ctx)
+        if ctx is not None:
+            token = ctx.beam_wait_begin(waiter)  # raises CallCancelled if cancelled already
+        try:
+            ref = self._begin(name, args, timeout, waiter)
+            on_wait = self.on_wait
+            if on_wait is not None:
+                on_wait()
+            got = waiter.lock.acquire(True, -1 if timeout is None else timeout)  # type: ignore[union-attr]
+            outcome = self._settle(waiter, ref)
+        finally:
+            if ctx is not None:
+                ctx.beam_wait_end(waiter, token)
+        return self._result(name, timeout, ctx, outcome, got)
+
+    async def acall(self, name: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        """Call ``name`` in the BEAM from async code (see ``snakepit_py.beam.acall``)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        ctx = call_var.get()
+        waiter = _Waiter(ctx, loop.create_future(), loop)
+        if ctx is not None:
+            token = ctx.beam_wait_begin(waiter)
+        try:
+            ref = self._begin(name, args, timeout, waiter)
+            got = True
+            try:
+                if timeout is None:
+                    await waiter.future
+                else:
+                    await asyncio.wait_for(waiter.future, timeout)
+            except asyncio.TimeoutError:
+                got = False
+            except asyncio.CancelledError:
+                self._settle(waiter, ref)
+                raise
+            outcome = self._settle(waiter, ref)
+        finally:
+            if ctx is not None:
+                ctx.beam_wait_end(waiter, token)
+        return self._result(name, timeout, ctx, outcome, got)
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def _begin(
+        self, name: str, args: tuple[Any, ...], timeout: float | None, waiter: _Waiter
+    ) -> int:
+        """Check the name, register the waiter and send ``{:beam_call, ...}``; returns the ref."""
+        names = self._names
+        if names is None:
+            why = self._closed or NOT_SERVED
+            raise BeamCallError(
+                "unknown_function", "UnknownFunction", f"{why}: cannot call {name!r}"
+            )
+        if type(name) is not str or name not in names:
+            served = ", ".join(self._order) or "(none)"
+            raise BeamCallError(
+                "unknown_function", "UnknownFunction",
+                f"the BEAM serves no function {name!r}; it serves: {served}",
+            )  # fmt: skip
+        ctx = waiter.ctx
+        opts: dict[Any, Any] = {_CALL_ID: ctx.id if ctx is not None else None}
+        ms = _timeout_ms(timeout, ctx)
+        if ms is not None:
+            opts[_TIMEOUT_MS] = ms
+        ref = next(self._refs)
+        waiter.ref = ref
+        with self._lock:
+            self._pending[ref] = waiter
+        try:
+            self._send((BEAM_CALL, ref, name, list(args), opts))
+        except BaseException:
+            with self._lock:
+                self._pending.pop(ref, None)
+            raise
+        return ref
+
+    def _settle(self, waiter: _Waiter, ref: int) -> tuple[Any, Any]:
+        """After the wait: the reply, or ``_WOKEN`` (then ``{:beam_cancel, ref}`` was sent)."""
+        with self._lock:
+            outcome = waiter.outcome
+            if outcome is None:
+                del self._pending[ref]
+        if outcome is None:
+            try:
+                self._send((BEAM_CANCEL, ref))
+            except Exception:  # the connection is going: nothing more will come for it
+                pass
+            return _WOKEN
+        return outcome
+
+    def _result(self, name: str, timeout: float | None, ctx: CallContext | None,
+                outcome: tuple[Any, Any], got: bool) -> Any:  # fmt: skip
+        # A cancelled call stops here even when the reply came: its interrupt was
+        # held back while it waited and will not come again.
+        if ctx is not None and ctx.cancel_reason is not None:
+            raise CallCancelled(ctx.cancel_reason)
+        if outcome is _WOKEN:
+            if not got:
+                raise BeamCallError(
+                    "timeout",
+                    "TimeoutError",
+                    f"BEAM function {name!r} did not reply within {timeout} s",
+                )
+            raise BeamCallError(
+                "cancelled", "CallCancelled", f"the wait for {name!r} was cancelled"
+            )
+        ok, value = outcome
+        if ok is True:
+            return value
+        raise BeamCallError.from_wire(value)
+
+    # --- re-entrancy ----------------------------------------------------------------------
+
+    def would_deadlock(self, ref: Any, threads: int) -> bool:
+        """Would a sync call made from the BEAM function serving ``ref`` wait for ever?
+
+        True when ``ref`` is waited for by a sync call in its own thread (it
+        holds a sync slot until the function returns) and every sync slot is
+        held by such a waiting call: the new call could only run once one of
+        them returns, and this one cannot return before the new call has run.
+        """
+        with self._lock:
+            waiter = self._pending.get(ref)
+            if waiter is None or not waiter.holds_slot:
+                return False
+            blocked = {id(w.ctx) for w in self._pending.values() if w.holds_slot}
+        return len(blocked) >= threads
