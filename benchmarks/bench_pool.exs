@@ -1,0 +1,319 @@
+# Snakepit.Pool against its floor: how many calls two workers answer for 8
+# concurrent callers when a worker may take more than one call at a time, and
+# how soon a pool of 4 answers its first call.
+#
+#     cd elixir_harness
+#     mix run ../benchmarks/bench_pool.exs throughput       # 2 workers on both cores
+#     taskset -c 0 mix run ../benchmarks/bench_pool.exs start
+#     mix run ../benchmarks/bench_pool.exs all --rounds 9 --seconds 1
+#
+# throughput: in each round, one after the other (the order turns every
+# round), for `--seconds` each:
+#   raw      two raw echo processes (benchmarks/raw_echo.py), each fed by one
+#            driver keeping up to 4 frames in flight: the pipelined floor
+#   threads2 a pool of 2, `threads: 2`, 8 callers, a sync `echo`
+#   async    a pool of 2, `--threads 1`, 8 callers, an async method (`nap(0)`)
+#   threads1 a pool of 2, `--threads 1`, 8 callers, a sync `echo`: one call
+#            per worker at a time, what the pool gave every method before
+# The frames to the raw echo are the envelope the harness sends, encoded and
+# their echo decoded on the BEAM as the harness does. Ratios are paired: each
+# pool's figure over the floor's in the same round; min / median / max over
+# the rounds (a warm-up round is left out).
+#
+# start: a pool of 4 (the stdlib-only getting-started worker) from
+# `Snakepit.Pool.start_link/1` to its first answer, median of `--starts`;
+# against the floor: 4 raw echo processes opened at once, until each has
+# echoed one frame. Not a test: nothing here asserts.
+
+Logger.configure(level: :critical)
+Code.require_file("bench_support.exs", __DIR__)
+
+defmodule BenchPool do
+  import BenchSupport.Stats
+
+  @echo_py Path.expand("raw_echo.py", __DIR__)
+  @worker_py Path.expand("bench_worker.py", __DIR__)
+  @start_py Path.expand("../examples/hello_worker.py", __DIR__)
+  @callers 8
+  @depth 4
+
+  def main(argv) do
+    {opts, parts, _} =
+      OptionParser.parse(argv, strict: [rounds: :integer, seconds: :float, starts: :integer])
+
+    parts = if parts in [[], ["all"]], do: ["throughput", "start"], else: parts
+    python = Snakepit.OSProcess.python()
+
+    IO.puts("bench_pool: OTP #{System.otp_release()}, Elixir #{System.version()}, #{python}")
+
+    IO.puts(
+      "CPUs allowed: #{cpus_allowed()}, schedulers online: #{System.schedulers_online()}, " <>
+        "load average: #{loadavg()}\n"
+    )
+
+    for part <- parts do
+      case part do
+        "throughput" ->
+          throughput(python, Keyword.get(opts, :rounds, 9), Keyword.get(opts, :seconds, 1.0))
+
+        "start" ->
+          start(python, Keyword.get(opts, :starts, 10))
+
+        other ->
+          raise ArgumentError, "unknown part #{inspect(other)}, expected throughput|start|all"
+      end
+    end
+  end
+
+  # ------------------------------------------------------------ throughput
+
+  def throughput(python, rounds, seconds) do
+    raws = for _ <- 1..2, do: start_raw_driver(python)
+
+    pools = [
+      threads2: {pool(python, :bp_threads2, threads: 2), "echo", [1]},
+      async: {pool(python, :bp_async, threads: 1), "nap", [0]},
+      threads1: {pool(python, :bp_threads1, threads: 1), "echo", [1]}
+    ]
+
+    contestants =
+      [{:raw, fn -> run_raw(raws, seconds) end}] ++
+        for {label, {name, method, args}} <- pools do
+          {label, fn -> run_pool(name, %{method: method, args: args}, seconds) end}
+        end
+
+    IO.puts(
+      "throughput: 2 workers, #{@callers} callers, #{seconds} s per measurement, " <>
+        "#{rounds} rounds (+1 warm-up); raw: 2 echo processes, #{@depth} frames in flight each"
+    )
+
+    # warm-up, then rounds; the order turns every round
+    Enum.each(contestants, fn {_, fun} -> fun.() end)
+
+    samples =
+      for r <- 1..rounds do
+        n = rem(r, length(contestants))
+        order = Enum.drop(contestants, n) ++ Enum.take(contestants, n)
+        Map.new(order, fn {label, fun} -> {label, fun.()} end)
+      end
+
+    raw = Enum.map(samples, & &1.raw)
+    IO.puts("  raw floor: #{summary(raw)}")
+
+    for {label, _} <- pools do
+      mine = Enum.map(samples, & &1[label])
+      tput = for {m, r} <- Enum.zip(mine, raw), do: m.tput / r.tput
+      p99 = for {m, r} <- Enum.zip(mine, raw), do: m.p99 / r.p99
+      IO.puts("  #{String.pad_trailing(to_string(label), 9)} #{summary(mine)}")
+
+      IO.puts(
+        "            vs raw, per round: throughput #{ratios(tput)}, p99 #{ratios(p99)} (min / median / max)"
+      )
+    end
+
+    for {_, {name, _, _}} <- pools, do: Snakepit.Pool.stop(name)
+    Enum.each(raws, &send(&1, :stop))
+    IO.puts("")
+  end
+
+  defp pool(python, name, worker_opts) do
+    {:ok, _} =
+      Snakepit.Pool.start_link(
+        name: name,
+        target: @worker_py,
+        size: 2,
+        python: python,
+        worker_opts: worker_opts
+      )
+
+    # until both workers' catalogues are in, each takes one call at a time
+    wait_capacity(name)
+    name
+  end
+
+  defp wait_capacity(name) do
+    unless Enum.all?(Snakepit.Pool.stats(name).worker_details, &(&1.max_inflight > 1)) do
+      Process.sleep(5)
+      wait_capacity(name)
+    end
+  end
+
+  defp summary(samples) do
+    tput = median(Enum.map(samples, & &1.tput))
+    p50 = median(Enum.map(samples, & &1.p50))
+    p99 = median(Enum.map(samples, & &1.p99))
+    "#{round(tput)} calls/s, p50 #{round(p50)} us, p99 #{round(p99)} us (medians over the rounds)"
+  end
+
+  defp ratios(list) do
+    {lo, mid, hi} = spread(list)
+    "#{fmt(lo)} / #{fmt(mid)} / #{fmt(hi)}x"
+  end
+
+  # `@callers` processes call the pool in a closed loop until the time is up.
+  defp run_pool(pool, request, seconds) do
+    t0 = System.monotonic_time(:microsecond)
+    stop_at = t0 + round(seconds * 1_000_000)
+
+    lat =
+      1..@callers
+      |> Enum.map(fn _ -> Task.async(fn -> drive_pool(pool, request, stop_at, []) end) end)
+      |> Task.await_many(:infinity)
+      |> Enum.concat()
+
+    result(lat, System.monotonic_time(:microsecond) - t0)
+  end
+
+  defp drive_pool(pool, request, stop_at, acc) do
+    t0 = System.monotonic_time(:microsecond)
+
+    if t0 >= stop_at do
+      acc
+    else
+      {:ok, _} = Snakepit.call(pool, request)
+      drive_pool(pool, request, stop_at, [System.monotonic_time(:microsecond) - t0 | acc])
+    end
+  end
+
+  defp result(lat, elapsed_us) do
+    %{
+      tput: length(lat) / (elapsed_us / 1_000_000),
+      p50: percentile(lat, 50),
+      p99: percentile(lat, 99)
+    }
+  end
+
+  # One process per raw echo, owning its Port for the whole run.
+  defp start_raw_driver(python) do
+    spawn_link(fn -> raw_loop(open_raw(python)) end)
+  end
+
+  defp raw_loop(port) do
+    receive do
+      {:run, from, stop_at} ->
+        send(from, {self(), drive_raw(port, stop_at)})
+        raw_loop(port)
+
+      :stop ->
+        Port.close(port)
+    end
+  end
+
+  defp run_raw(drivers, seconds) do
+    t0 = System.monotonic_time(:microsecond)
+    stop_at = t0 + round(seconds * 1_000_000)
+    for d <- drivers, do: send(d, {:run, self(), stop_at})
+    lat = Enum.flat_map(drivers, fn d -> receive(do: ({^d, lat} -> lat)) end)
+    result(lat, System.monotonic_time(:microsecond) - t0)
+  end
+
+  # Up to @depth frames in flight; the echo answers in order, so the oldest
+  # send time is the one a reply belongs to.
+  defp drive_raw(port, stop_at) do
+    sent =
+      Enum.reduce(1..@depth, :queue.new(), fn id, q -> :queue.in(send_frame(port, id), q) end)
+
+    raw_replies(port, stop_at, sent, @depth, [])
+  end
+
+  defp raw_replies(port, stop_at, sent, id, acc) do
+    if :queue.is_empty(sent) do
+      acc
+    else
+      receive do
+        {^port, {:data, bin}} ->
+          {:call, _, _, _, _, _} = :erlang.binary_to_term(bin, [:safe])
+          now = System.monotonic_time(:microsecond)
+          {{:value, t}, sent} = :queue.out(sent)
+          sent = if now < stop_at, do: :queue.in(send_frame(port, id + 1), sent), else: sent
+          raw_replies(port, stop_at, sent, id + 1, [now - t | acc])
+      end
+    end
+  end
+
+  defp send_frame(port, id) do
+    t = System.monotonic_time(:microsecond)
+    call = {:call, id, "echo", [1], %{}, %{meta: %{}, timeout_ms: 5_000}}
+    Port.command(port, :erlang.term_to_binary(call))
+    t
+  end
+
+  defp open_raw(python) do
+    Port.open({:spawn_executable, python}, [
+      :binary,
+      {:packet, 4},
+      :exit_status,
+      :nouse_stdio,
+      args: [@echo_py]
+    ])
+  end
+
+  # ------------------------------------------------------------ start
+
+  def start(python, n) do
+    IO.puts("start: a pool of 4 from start_link to its first answer, median of #{n}")
+    # one of each first, unmeasured (file caches)
+    pool_first_answer(python, 0)
+    raw4_first_answers(python)
+
+    samples =
+      for i <- 1..n do
+        {pool_first_answer(python, i), raw4_first_answers(python)}
+      end
+
+    {pool, raw} = Enum.unzip(samples)
+    ms = fn us -> fmt(us / 1000) end
+    {lo, mid, hi} = spread(pool)
+    {rlo, rmid, rhi} = spread(raw)
+    IO.puts("  pool of 4, first answer   #{ms.(mid)} ms (min #{ms.(lo)}, max #{ms.(hi)})")
+
+    IO.puts(
+      "  4 raw echoes opened at once, each echoed once   #{ms.(rmid)} ms (min #{ms.(rlo)}, max #{ms.(rhi)})"
+    )
+
+    diffs = for {p, r} <- samples, do: (p - r) / 1000
+    {dlo, dmid, dhi} = spread(diffs)
+
+    IO.puts(
+      "  pool minus floor, per round: #{fmt(dlo)} / #{fmt(dmid)} / #{fmt(dhi)} ms (min / median / max)\n"
+    )
+  end
+
+  defp pool_first_answer(python, i) do
+    name = :"bp_start_#{i}"
+    t0 = System.monotonic_time(:microsecond)
+    {:ok, _} = Snakepit.Pool.start_link(name: name, target: @start_py, size: 4, python: python)
+    {:ok, 3} = Snakepit.call(name, %{method: "add", args: [1, 2]})
+    us = System.monotonic_time(:microsecond) - t0
+    os_pids = for w <- Snakepit.Pool.stats(name).worker_details, do: w.os_pid
+    Snakepit.Pool.stop(name)
+    # the next start must not share the CPU with these exits
+    Enum.each(os_pids, &Snakepit.OSProcess.await_exit(&1, 2_000))
+    us
+  end
+
+  defp raw4_first_answers(python) do
+    t0 = System.monotonic_time(:microsecond)
+    ports = for _ <- 1..4, do: open_raw(python)
+    Enum.each(ports, &Port.command(&1, "ping"))
+    for port <- ports, do: receive(do: ({^port, {:data, "ping"}} -> :ok))
+    us = System.monotonic_time(:microsecond) - t0
+
+    for port <- ports do
+      {:os_pid, os_pid} = Port.info(port, :os_pid)
+      Port.close(port)
+      Snakepit.OSProcess.await_exit(os_pid, 2_000)
+    end
+
+    us
+  end
+
+  defp loadavg do
+    case File.read("/proc/loadavg") do
+      {:ok, s} -> s |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "?"
+    end
+  end
+end
+
+BenchPool.main(System.argv())
