@@ -1,7 +1,8 @@
 """Checking arguments against simple annotations (``int``, ``float``, ``str``, ``bytes`` ...).
 
 Only the annotations docs/protocol.md names are checked; anything richer is not.
-``int`` accepts no ``bool``; ``float`` accepts ints and converts them; ``bytes``
+``int`` accepts no ``bool``; ``float`` accepts ints and converts them, and the
+atoms ``:nan``, ``:infinity``, ``:neg_infinity``; ``bytes``
 accepts valid UTF-8 (which arrives as ``str``) and encodes it back.
 """
 
@@ -16,6 +17,8 @@ __all__ = ["Mismatch", "converter", "describe_value", "simple_type"]
 
 SIMPLE = {"int": int, "float": float, "str": str, "bytes": bytes, "bool": bool,
            "list": list, "dict": dict, "tuple": tuple}  # fmt: skip
+# Nx's atoms for the floats the BEAM has no value for (docs/types.md)
+_FLOAT_ATOMS = {"nan": float("nan"), "infinity": float("inf"), "neg_infinity": float("-inf")}
 
 
 def simple_type(annotation: Any) -> type | None:
@@ -46,6 +49,8 @@ def converter(kind: type) -> Callable[[Any], Any]:
                 return v
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 return float(v)
+            if type(v) is not str and v in _FLOAT_ATOMS:  # Atom("nan"): a float the BEAM lacks
+                return _FLOAT_ATOMS[v]
             raise Mismatch
 
     elif kind is str:

@@ -236,11 +236,18 @@ class Method:
             kind = simple_type(p.annotation)
             if kind is not None:
                 checks[p.name] = converter(kind)
+            elif p.annotation is not p.empty:
+                rich = self._rich_converter(p.annotation)
+                if rich is not None:
+                    checks[p.name] = rich
         params = list(sig.parameters.values())
         if self._arity is None and all(
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
         ):
-            self._set_positional([(p.name, p.default is p.empty, p.annotation) for p in params])
+            self._set_positional(
+                [(p.name, p.default is p.empty, None if p.annotation is p.empty else p.annotation)
+                 for p in params]
+            )  # fmt: skip
         self._checks = checks
         self._sig = sig
 
@@ -274,15 +281,29 @@ class Method:
         kinds = [simple_type(annotation) for _, _, annotation in params]
         fewest = sum(1 for _, required, _ in params if required)
         self._arity = (fewest, len(params))
-        self._checked = tuple(
-            (i, name, converter(kind))
-            for i, ((name, _, _), kind) in enumerate(zip(params, kinds, strict=True))
-            if kind is not None
-        )
+        checked = []
+        for i, ((name, _, annotation), kind) in enumerate(zip(params, kinds, strict=True)):
+            if kind is not None:
+                checked.append((i, name, converter(kind)))
+            elif annotation is not None:
+                # A richer annotation (datetime, a dataclass, np.ndarray...): _coerce's
+                # converter, or none for one it does not know (Any, ...): unchecked.
+                rich = self._rich_converter(annotation)
+                if rich is not None:
+                    checked.append((i, name, rich))
+        self._checked = tuple(checked)
         if not self._checked:
             self.plain_arity = self._arity
         elif all(k in _ARRIVES_AS_IS for k in kinds):
             self.exact_types = {n: tuple(kinds[:n]) for n in range(fewest, len(params) + 1)}  # type: ignore[misc]
+
+    def _rich_converter(self, annotation: Any) -> Callable[[Any], Any] | None:
+        """The ``_coerce`` converter of an annotation ``simple_type`` does not know, or None."""
+        from . import _coerce
+
+        fn = self.fn
+        fn = getattr(fn, "__func__", fn)
+        return _coerce.converter(_coerce.resolve(annotation, getattr(fn, "__globals__", None)))
 
     def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
         """Bind and check arguments.
@@ -336,6 +357,12 @@ class Method:
             param = self.signature.parameters.get(pname)
             if value is None and param is not None and param.default is None:
                 return None
+            if len(exc.args) == 3:  # a richer annotation's converter (_coerce): got, wanted, where
+                got, wanted, where = exc.args
+                raise BadArguments(
+                    f"{self.name}(): argument {pname!r}{where} must be {wanted}; got {got}",
+                    self.sig_text,
+                ) from None
             want = simple_type(param.annotation) if param is not None else None
             what = exc.args[0] if exc.args else f"a {type(value).__name__}"
             raise BadArguments(
@@ -364,6 +391,8 @@ class Method:
                     "annotation": None
                     if p.annotation is p.empty
                     else _annotation_text(p.annotation),
+                    # the Elixir shape the parameter accepts (docs/types.md); nil: anything
+                    "type": None if p.annotation is p.empty else _elixir_type(p.annotation),
                 }
             )
         return {
@@ -384,6 +413,12 @@ def _annotation_text(annotation: Any) -> str:
     import inspect
 
     return inspect.formatannotation(annotation)
+
+
+def _elixir_type(annotation: Any) -> str | None:
+    from ._coerce import elixir_type
+
+    return elixir_type(annotation)
 
 
 def _format_signature(sig: inspect.Signature) -> str:

@@ -179,7 +179,7 @@ def test_describe_catalogue(basic):
     assert [p["name"] for p in add["params"]] == ["a", "b"]
     assert add["params"][0] == {
         "name": "a", "kind": "positional_or_keyword", "required": True,
-        "default": None, "annotation": "int",
+        "default": None, "annotation": "int", "type": "integer()",
     }  # fmt: skip
     assert methods["count"]["streaming"] is True
     assert methods["async_add"]["async"] is True

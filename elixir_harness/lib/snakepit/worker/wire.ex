@@ -12,7 +12,22 @@ defmodule Snakepit.Worker.Wire do
     memory_mb inflight served failed loaded_models extra name doc params required default
     annotation streaming async timeout_ms debug info warning critical logger call_id
     exception unknown_method bad_arguments timeout cancelled unencodable bad_request
-    overloaded shutting_down kind positional_only meta credit size limit)a
+    overloaded shutting_down kind positional_only meta credit size limit
+    features beam_call beam_functions beam_reply beam_cancel unknown_function
+    would_deadlock)a
+
+  # The atoms of the structs a worker's results may hold (docs/types.md): Elixir's
+  # calendar types, Decimal (whether or not the Decimal library is loaded: without
+  # it a decimal arrives as a map with the struct's fields), Snakepit.Tensor, the
+  # tensor types in Nx's notation, and Nx's atoms for NaN and the infinities.
+  @type_atoms [DateTime, NaiveDateTime, Date, Time, Calendar.ISO, Decimal, Snakepit.Tensor] ++
+                ~w(__struct__ calendar year month day hour minute second microsecond time_zone
+    zone_abbr utc_offset std_offset sign coef exp NaN inf type shape data s u f bf c nan
+    infinity neg_infinity)a
+
+  @doc "The atoms of the types a result may hold (docs/types.md)."
+  @spec type_atoms() :: [atom()]
+  def type_atoms, do: @type_atoms
 
   @doc "The atoms a frame may hold."
   @spec protocol_atoms() :: [atom()]
