@@ -79,13 +79,13 @@ async def sync_call_on_loop(name: str) -> str:
 
 
 @snakepit.method
-def from_thread(name: str, arg) -> dict:
+def from_thread(name: str, *args) -> dict:
     """A thread the method starts calls the BEAM: it is outside any call."""
     box: dict = {}
 
     def run() -> None:
         try:
-            box["result"] = snakepit.beam.call(name, arg)
+            box["result"] = snakepit.beam.call(name, *args)
         except snakepit.BeamCallError as exc:
             box["error"] = _error(exc)
 
@@ -152,3 +152,33 @@ def bench(name: str, n: int) -> list:
         call(name, i)
         times.append(time.perf_counter() - t0)
     return times
+
+
+@snakepit.method
+def ask_unannounced(name: str) -> dict:
+    """Test only: sends a name the supervisor did not announce (the runtime never does)."""
+    from snakepit_py._dispatcher import beam_calls
+
+    beam = beam_calls()
+    beam._names = beam._names | {name}
+    try:
+        beam.call(name, (), None)
+    except snakepit.BeamCallError as exc:
+        return _error(exc)
+    return {"kind": None}
+
+
+@snakepit.method
+def ask_beam_timeout(name: str, ms: int) -> dict:
+    """Test only: the BEAM's timeout alone (``timeout_ms``), Python waiting without one."""
+    from snakepit_py import _beam
+
+    real = _beam._timeout_ms
+    _beam._timeout_ms = lambda timeout, ctx: ms
+    try:
+        snakepit.beam.call(name)
+    except snakepit.BeamCallError as exc:
+        return _error(exc)
+    finally:
+        _beam._timeout_ms = real
+    return {"kind": None}

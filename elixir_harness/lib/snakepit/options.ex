@@ -19,7 +19,8 @@ defmodule Snakepit.Options do
     :output,
     :restart_window,
     :cd,
-    :env
+    :env,
+    :beam_functions
   ]
 
   @worker_known [:target, :worker_id, :name, :pool, :id | @worker_keys]
@@ -115,6 +116,15 @@ defmodule Snakepit.Options do
         raise(
           ArgumentError,
           ":worker_args must be a list of strings, got: #{inspect(worker_args)}"
+        )
+
+    fns = Keyword.get(opts, :beam_functions, %{})
+
+    unless is_map(fns) and Enum.all?(fns, fn {k, v} -> is_binary(k) and is_function(v) end),
+      do:
+        raise(
+          ArgumentError,
+          ":beam_functions must be a map of names (strings) to functions, got: #{inspect(fns)}"
         )
 
     output = Keyword.get(opts, :output, :capture)

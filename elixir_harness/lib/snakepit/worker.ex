@@ -51,6 +51,10 @@ defmodule Snakepit.Worker do
     * `:restart_window` - ms within which a crash follows the previous one to
       count towards a crash loop (default 10_000; 0: never back off)
     * `:name` - GenServer name
+    * `:beam_functions` - functions Python code may call (protocol 1.1):
+      `%{"fetch_user" => &MyApp.Users.fetch/1}`; `snakepit.beam.call("fetch_user",
+      42)` in Python runs `MyApp.Users.fetch(42)` in a process of its own and
+      returns its result. See "Calls from Python" below
 
   A crash loop: a process that crashes before `:ready` or less than
   `:stable_after` ms after it, within `:restart_window` of the previous crash.
@@ -62,6 +66,26 @@ defmodule Snakepit.Worker do
   SIGKILL to the OS process: no orphans. If the owning BEAM process is killed
   outright, the closed port makes the Python process exit on its own.
 
+  ## Calls from Python (`:beam_functions`)
+
+  Each `{:beam_call}` from Python runs in its own process under a
+  `Task.Supervisor` of this worker, never in the worker itself, with the
+  timeout Python gave (it is killed when it runs out: `:timeout`). An
+  exception, exit or throw becomes an `:exception` reply (`type` the
+  exception's module, `"exit"` or `"throw"`); a wrong number of arguments
+  `:bad_arguments`; a task killed from outside `:cancelled`. When Python stops
+  waiting (its timeout, or its call was cancelled) the task is killed. When
+  the Python process ends, every such task is killed; when the worker stops,
+  they get `:cancelled`. `beam_call_context/0` tells the function which worker
+  and which call it serves.
+
+  A BEAM function may call its own worker. With `--threads 1` (the default),
+  while a sync method waits for that function, the worker's one sync thread
+  is taken: a sync call from the function could never run. The worker
+  refuses it at once with `:would_deadlock` rather than hang (this worker
+  marks calls made from its BEAM functions' processes; docs/protocol.md §9).
+  Async methods, or `threads: 2` and up, do not have the problem.
+
   Under a guard (the Python side's `guard_pid` in the ready info: the process
   the Port spawned, which forks the worker and sweeps its descendants when it
   dies) signals go to the worker's pid; the guard is killed only if it has not
@@ -72,7 +96,7 @@ defmodule Snakepit.Worker do
   require Logger
 
   alias Snakepit.{Call, Error, Options, OSProcess}
-  alias Snakepit.Worker.{Callers, Calls, Crash, Failure, Health, Launch, Notices, Wire}
+  alias Snakepit.Worker.{BeamCalls, Callers, Calls, Crash, Failure, Health, Launch, Notices, Wire}
 
   @type worker :: pid() | atom()
 
@@ -144,6 +168,17 @@ defmodule Snakepit.Worker do
   @spec info(worker()) :: map()
   def info(worker), do: GenServer.call(worker, :info)
 
+  @doc """
+  Inside a BEAM function serving a call from Python (`:beam_functions`): which
+  worker and which call it serves, as a map with `worker` (the worker's pid),
+  `worker_id`, `call_id` (the id of the call the Python code runs under, or
+  nil outside one), `function` (its name) and `ref`; nil anywhere else. The
+  same values are in the task's `Logger` metadata (`snakepit_worker`,
+  `call_id`, `beam_function`).
+  """
+  @spec beam_call_context() :: map() | nil
+  def beam_call_context, do: Process.get(:"$snakepit_beam_call")
+
   @doc "Stops the worker gracefully (see the module doc)."
   @spec stop(worker(), term(), timeout()) :: :ok
   def stop(worker, reason \\ :normal, timeout \\ :infinity),
@@ -191,7 +226,8 @@ defmodule Snakepit.Worker do
       last_error: nil
     }
 
-    {:ok, open(Map.merge(state, Callers.new()))}
+    state = state |> Map.merge(Callers.new()) |> Map.merge(BeamCalls.new(opts))
+    {:ok, open(state)}
   end
 
   defp open(state) do
@@ -271,8 +307,20 @@ defmodule Snakepit.Worker do
     {:noreply, Calls.cancel(ref, state)}
   end
 
-  def handle_info({:DOWN, mon, :process, pid, _reason}, state) do
-    {:noreply, Calls.caller_down(state, pid, mon)}
+  def handle_info({:DOWN, mon, :process, pid, reason}, state) do
+    case BeamCalls.down(pid, mon, reason, state) do
+      {:ok, state} -> {:noreply, state}
+      :error -> {:noreply, Calls.caller_down(state, pid, mon)}
+    end
+  end
+
+  # (1.1) a BEAM function's task replied, or its timeout ran out (§9)
+  def handle_info({:"$snakepit_beam_done", port, ref, bin}, state) do
+    {:noreply, BeamCalls.done(port, ref, bin, state)}
+  end
+
+  def handle_info({:"$snakepit_beam_timeout", port, ref}, state) do
+    {:noreply, BeamCalls.timeout(port, ref, state)}
   end
 
   def handle_info({:"$snakepit_credit", ref, n}, state) do
@@ -337,6 +385,12 @@ defmodule Snakepit.Worker do
   defp handle_frame({what, id, answer}, state) when what in [:health, :describe],
     do: {:noreply, Health.answer(what, id, answer, state)}
 
+  defp handle_frame({:beam_call, ref, name, args, opts}, state),
+    do: {:noreply, BeamCalls.start(ref, name, args, opts, state)}
+
+  defp handle_frame({:beam_cancel, ref}, state),
+    do: {:noreply, BeamCalls.cancel(ref, state)}
+
   defp handle_frame({:event, "loaded_models", models}, state) do
     Health.notify_models(%{loaded_models: models}, state)
     {:noreply, state}
@@ -361,6 +415,7 @@ defmodule Snakepit.Worker do
     }
 
     state = %{state | worker_id: state.worker_id || info[:worker_id]}
+    state = BeamCalls.announce(info, state)
     Health.schedule(state)
     for from <- state.ready_waiters, do: GenServer.reply(from, {:ok, info})
     if state.pool, do: send(state.pool, {:"$snakepit_ready", self(), public_info(state)})
@@ -387,7 +442,7 @@ defmodule Snakepit.Worker do
 
   @impl true
   def terminate(_reason, state) do
-    state = stop_python(state)
+    state = state |> BeamCalls.stop() |> stop_python()
     error = Error.new(:shutting_down, "worker #{name(state)} stopped")
     Calls.fail_all(error, state)
 

@@ -11,7 +11,7 @@ defmodule Snakepit.Worker.Calls do
   # the function calls and map operations they have.
 
   alias Snakepit.{Call, Error}
-  alias Snakepit.Worker.{Callers, Wire}
+  alias Snakepit.Worker.{BeamCalls, Callers, Wire}
 
   @doc "A call arriving at the worker: sent now, kept for later, or handed back to the pool."
   @spec accept(Call.t(), map()) :: map()
@@ -46,7 +46,7 @@ defmodule Snakepit.Worker.Calls do
 
         Wire.send(
           state.port,
-          {:call, id, call.method, call.args, call.kwargs, wire_opts(call, timeout_ms)}
+          {:call, id, call.method, call.args, call.kwargs, opts(call, timeout_ms, state)}
         )
 
         state = Callers.watch(state, call.caller)
@@ -55,6 +55,19 @@ defmodule Snakepit.Worker.Calls do
         # Only streams are looked up by ref often (a credit per chunk taken); a
         # cancel, rare, finds a plain call by scanning (see cancel/2).
         if call.stream, do: %{state | refs: Map.put(state.refs, call.ref, id)}, else: state
+    end
+  end
+
+  # (1.1) A call from one of this worker's BEAM functions says which beam call it
+  # is made under (`beam_call: ref`), so that Python can refuse one that would
+  # deadlock (docs/protocol.md §9).
+  defp opts(call, timeout_ms, %{beam_tasks: tasks}) when map_size(tasks) == 0,
+    do: wire_opts(call, timeout_ms)
+
+  defp opts(call, timeout_ms, state) do
+    case BeamCalls.reentry(state, call.caller) do
+      nil -> wire_opts(call, timeout_ms)
+      ref -> Map.put(wire_opts(call, timeout_ms), :beam_call, ref)
     end
   end
 

@@ -10,7 +10,7 @@ defmodule Snakepit.Worker.Crash do
   require Logger
 
   alias Snakepit.{Call, OSProcess}
-  alias Snakepit.Worker.{Failure, Restart}
+  alias Snakepit.Worker.{BeamCalls, Failure, Restart}
 
   @doc "The process exited with `status` (before `:ready`: it never started)."
   @spec exited(integer(), map()) :: map()
@@ -113,6 +113,7 @@ defmodule Snakepit.Worker.Crash do
         do: GenServer.reply(from, {:error, error})
 
     if state.pool, do: send(state.pool, {:"$snakepit_down", self(), error})
+    state = BeamCalls.kill_all(state)
 
     schedule_restart(%{
       state
@@ -129,6 +130,7 @@ defmodule Snakepit.Worker.Crash do
     for from <- state.ready_waiters, do: GenServer.reply(from, {:error, error})
     for call <- state.backlog, do: Call.reply(call, {:error, error})
     if state.pool, do: send(state.pool, {:"$snakepit_start_failed", self(), error})
+    state = BeamCalls.kill_all(state)
     schedule_restart(%{state | ready_waiters: [], backlog: [], last_error: error})
   end
 

@@ -5,13 +5,18 @@ defmodule Snakepit.Worker.Launch do
 
   alias Snakepit.OSProcess
 
+  # The protocol this harness reads (docs/protocol.md, "Versions"): a worker
+  # lists protocol 1.1's `features` in `:ready` only when told so, because a
+  # 1.0 supervisor's `binary_to_term(_, [:safe])` would refuse their atoms.
+  @protocol "1.1"
+
   @doc "Opens the Port running a fresh Python worker; its output goes to `log` unless nil."
   @spec open(keyword(), term(), String.t() | nil) :: port()
   def open(opts, worker_id, log) do
     OSProcess.open_port(opts[:python], argv(opts, worker_id),
       log: log && fresh_log(log),
       cd: opts[:cd],
-      env: opts[:env]
+      env: [{"SNAKEPIT_PROTOCOL", @protocol} | opts[:env] || []]
     )
   end
 
