@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 demo: setup bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
+	cd elixir_harness && mix run ../examples/elixir/beam_calls.exs
 
 test: setup bytecode elixir lint test-python test-elixir
 

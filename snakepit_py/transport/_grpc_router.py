@@ -35,7 +35,7 @@ from .._wire import (  # ChunkUnencodable: see StreamRoute.chunk
     error_map,
 )
 from ..codec import Atom, general_codec
-from ..errors import EncodeError
+from ..errors import BeamCallError, EncodeError
 
 __all__ = ["TERMS", "Router", "SessionRoute", "CallRoute", "StreamRoute"]
 
@@ -43,6 +43,7 @@ __all__ = ["TERMS", "Router", "SessionRoute", "CallRoute", "StreamRoute"]
 TERMS = general_codec("terms", lambda term: term, lambda term: term, tags=(OK, CHUNK))
 
 _CALL_ID = Atom("call_id")
+_BEAM_CALL, _BEAM_CANCEL = Atom("beam_call"), Atom("beam_cancel")
 _END = None  # end of a Session's output queue
 
 
@@ -163,6 +164,9 @@ class Router:
         self.sessions: list[SessionRoute] = []
         self._fresh = itertools.count(1 << 48)
         self._local = threading.local()
+        # (1.1) The Session that last sent {:beam_functions}: every beam call goes
+        # there (beam refs are the dispatcher's own, unique across sessions).
+        self.beam_session: SessionRoute | None = None
 
     # --- ids ------------------------------------------------------------------------------
 
@@ -217,3 +221,26 @@ class Router:
         if tag == EVENT or tag == BYE:
             for session in list(self.sessions):
                 session.put(term)
+            return
+        if tag == _BEAM_CALL or tag == _BEAM_CANCEL:
+            self._beam(term)
+
+    def _beam(self, term: tuple) -> None:
+        """A beam call (or its cancel) goes to the Session serving BEAM functions.
+
+        ``call_id`` becomes the id that Session knows, or nil when the call it
+        was made under came from elsewhere (another Session, a unary Call).
+        """
+        session = self.beam_session
+        if session is None or session.closed:
+            if term[0] == _BEAM_CANCEL:
+                return
+            raise BeamCallError(
+                "cancelled", "CallCancelled", "the gRPC session serving BEAM functions has ended"
+            )
+        if term[0] == _BEAM_CALL:
+            opts = dict(term[4])
+            entry = self.routes.get(opts.get(_CALL_ID))
+            opts[_CALL_ID] = entry[1] if entry is not None and entry[0] is session else None
+            term = (*term[:4], opts)
+        session.put(term)

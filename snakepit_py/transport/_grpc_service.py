@@ -208,6 +208,15 @@ class WorkerService:
         router, temp = self.router, None
         if type(msg) is tuple and len(msg) >= 2 and type(msg[0]) is Atom:
             tag, ext = msg[0], msg[1]
+            if tag == "beam_functions" or tag == "beam_reply":  # (1.1) refs are not call ids
+                if tag == "beam_functions":
+                    router.beam_session = session
+                router.set_origin(session)
+                try:
+                    self.dispatcher.handle(msg)
+                finally:
+                    router.set_origin(None)
+                return
             if tag == "cancel" or tag == "credit":
                 msg = (tag, session.calls.get(ext, -1), *msg[2:])
             elif tag == "shutdown":
@@ -246,6 +255,11 @@ class WorkerService:
             self.router.sessions.remove(session)
         except ValueError:
             pass
+        if self.router.beam_session is session:  # (1.1) its BEAM functions go with it
+            self.router.beam_session = None
+            beam = self.dispatcher.beam_calls(False)
+            if beam is not None:
+                beam.withdraw("the gRPC session serving BEAM functions ended")
         session.close()
 
     # --- Call and Stream ------------------------------------------------------------------

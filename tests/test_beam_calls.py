@@ -1,0 +1,274 @@
+"""Calls from worker code into the BEAM (protocol 1.1, docs/protocol.md §9).
+
+Against the stub supervisors (FakeSupervisor over pipes, GrpcSupervisor over a
+Session) serving Python callables as BEAM functions; the same worker is run
+against the real harness by elixir_harness/test/snakepit/beam_calls_test.exs,
+and by ``test_against_the_real_beam`` below.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import ROOT, worker_path
+
+import snakepit_py as snakepit
+from snakepit_py._health import peer_minor
+from snakepit_py.errors import BeamCallError, CallError
+from snakepit_py.testing import FakeSupervisor, GrpcSupervisor
+
+WORKER = worker_path("beam_caller.py")
+# Started functions signal here, so a test can act while one is running.
+started: dict[str, threading.Event] = {}
+released = threading.Event()
+
+
+def _slow() -> None:
+    started.setdefault("slow", threading.Event()).set()
+    released.wait(10)
+
+
+def _boom() -> None:
+    raise ValueError("no such user")
+
+
+FUNCTIONS = {
+    "double": lambda x: 2 * x,
+    "boom": _boom,
+    "slow": _slow,
+    "whoami": lambda: "python",
+}
+
+
+def make(transport: str, **kwargs):
+    cls = GrpcSupervisor if transport == "grpc" else FakeSupervisor
+    kwargs.setdefault("beam_functions", FUNCTIONS)
+    return cls(WORKER, **kwargs)
+
+
+@pytest.fixture(scope="module", params=["port", "grpc"])
+def sup(request):
+    with make(request.param) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    started.clear()
+    released.clear()
+    yield
+    released.set()
+
+
+def _wait_started(name: str) -> None:
+    assert started.setdefault(name, threading.Event()).wait(10)
+
+
+# --- the messages -------------------------------------------------------------------------
+
+
+def test_ready_lists_the_feature_and_the_functions_are_announced(sup):
+    assert sup.ready["features"] == ["beam_call"]
+    assert sup.call("functions") == list(FUNCTIONS)
+
+
+def test_a_beam_call_carries_name_args_and_the_call_id(sup):
+    before = len(sup.beam_calls)
+    pending = sup.start_call("ask", "double", 21)
+    assert pending.wait() == 42
+    sent = sup.beam_calls[before]
+    assert (sent["name"], sent["args"]) == ("double", [21])
+    assert sent["opts"] == {"call_id": pending.id}  # no timeout_ms: none given
+    assert isinstance(sent["ref"], int) and sent["ref"] >= 0
+
+
+def test_timeout_ms_is_the_timeout_cut_to_the_calls_deadline(sup):
+    before = len(sup.beam_calls)
+    sup.call("ask", "double", 1, kwargs={"timeout": 5.0})
+    sup.call("ask", "double", 1, kwargs={"timeout": 5.0}, timeout_ms=2000)
+    first, second = sup.beam_calls[before:]
+    assert first["opts"]["timeout_ms"] == 5000
+    assert 0 < second["opts"]["timeout_ms"] <= 2000
+
+
+def test_every_way_of_calling(sup):
+    assert sup.call("aask", "double", 5) == 10
+    assert sup.call("from_thread", "double", 4) == {"result": 8}
+    stream = sup.stream("ask_stream", "double", 4)
+    assert list(stream) == [0, 2, 4, 6]
+    assert stream.result == 24
+    # a thread the method started is outside any call: call_id nil
+    calls = [c for c in sup.beam_calls if c["name"] == "double" and c["args"] == [4]]
+    assert calls[-1]["opts"]["call_id"] is None
+
+
+def test_1000_concurrent_beam_calls_from_async_code(sup):
+    assert sup.call("amany", "double", 1000) == [2 * i for i in range(1000)]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_an_exception_in_the_function(sup):
+    assert sup.call("ask_error", "boom") == {
+        "kind": "exception", "type": "ValueError", "message": "no such user",
+    }  # fmt: skip
+    assert sup.call("aask_error", "boom")["type"] == "ValueError"
+
+
+def test_a_name_not_announced_raises_before_anything_is_sent(sup):
+    before = len(sup.beam_calls)
+    error = sup.call("ask_error", "nope")
+    assert error["kind"] == "unknown_function"
+    assert "serves no function 'nope'; it serves: double, boom, slow, whoami" in error["message"]
+    assert len(sup.beam_calls) == before
+
+
+def test_unknown_function_and_bad_arguments_from_the_supervisor(sup):
+    assert sup.call("ask_unannounced", "nope")["kind"] == "unknown_function"
+    assert sup.call("ask_error", "double", 1, 2)["kind"] == "bad_arguments"
+
+
+def test_an_argument_the_codec_cannot_carry_is_not_sent(sup):
+    before = len(sup.beam_calls)
+    assert sup.call("bad_args", "double").startswith("EncodeError")
+    assert len(sup.beam_calls) == before
+
+
+def test_the_supervisors_timeout(sup):
+    assert sup.call("ask_beam_timeout", "slow", 100)["kind"] == "timeout"
+
+
+def test_a_python_timeout_sends_beam_cancel(sup):
+    error = sup.call("ask_error", "slow", kwargs={"timeout": 0.2})
+    assert error["kind"] == "timeout"
+    ref = sup.beam_calls[-1]["ref"]
+    sup.wait_for(lambda: ref in sup.beam_cancels)
+
+
+def test_sync_beam_call_on_the_event_loop_is_refused(sup):
+    assert "use `await snakepit.beam.acall" in sup.call("sync_call_on_loop", "double")
+
+
+def test_a_supervisor_that_announced_nothing():
+    with make("port", beam_functions=None) as bare:
+        assert bare.call("functions") == []
+        error = bare.call("ask_error", "double", 1)
+        assert error["kind"] == "unknown_function"
+        assert "this supervisor serves no BEAM functions" in error["message"]
+
+
+# --- cancel and the reader ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["wait_for_cancel", "await_for_cancel"])
+def test_cancelling_the_call_ends_the_wait_and_sends_beam_cancel(sup, method):
+    count = sup.call("finally_count")
+    pending = sup.start_call(method, "slow")
+    _wait_started("slow")
+    ref = sup.beam_calls[-1]["ref"]
+    sup.cancel(pending.id)
+    with pytest.raises(CallError) as info:
+        pending.wait()
+    assert info.value.kind == "cancelled"
+    sup.wait_for(lambda: ref in sup.beam_cancels)
+    assert sup.call("finally_count") == count + 1
+
+
+def test_the_calls_deadline_ends_the_wait(sup):
+    with pytest.raises(CallError) as info:
+        sup.call("wait_for_cancel", "slow", timeout_ms=300)
+    assert info.value.kind == "timeout"
+
+
+def test_while_a_method_waits_the_worker_keeps_reading(sup):
+    pending = sup.start_call("wait_for_cancel", "slow")
+    _wait_started("slow")
+    assert sup.health()["status"] in ("busy", "healthy")
+    assert sup.call("aecho", 7) == 7  # another call
+    assert sup.call("aask", "double", 3) == 6  # another beam call's reply
+    released.set()
+    assert pending.wait() is None
+
+
+def test_a_worker_without_the_feature_gets_no_announcement():
+    # a supervisor that does not say it reads 1.1: :ready is exactly 1.0's
+    with make("port", env={"SNAKEPIT_PROTOCOL": ""}) as old:
+        assert "features" not in old.ready
+        assert old.call("functions") == []
+
+
+def test_peer_minor_reads_snakepit_protocol():
+    assert [peer_minor({"SNAKEPIT_PROTOCOL": v}) for v in ("1.1", "1.0", "", "2.1", "1.x")] == [
+        1, 0, 0, 0, 0,
+    ]  # fmt: skip
+
+
+# --- re-entrancy --------------------------------------------------------------------------
+
+
+def test_a_call_back_that_would_deadlock_is_refused_at_once():
+    # Given --threads 1 and a sync method waiting for a BEAM function that calls
+    # back into the same worker (the harness marks such calls with opts.beam_call),
+    box: dict = {}
+
+    def echo_back(x):
+        sent = box["sup"].beam_calls[-1]
+        opts = {snakepit.Atom("beam_call"): sent["ref"]}
+        cid = box["sup"].next_id()
+        pending = box["sup"].expect(cid)
+        box["sup"].send_term((snakepit.Atom("call"), cid, "echo", [x], {}, opts))
+        try:
+            return pending.wait(5)
+        except CallError as exc:
+            raise RuntimeError(f"{exc.kind}: {exc.message}") from None
+
+    with FakeSupervisor(WORKER, beam_functions={"echo_back": echo_back}) as s:
+        box["sup"] = s
+        t0 = time.monotonic()
+        error = s.call("ask_error", "echo_back", 5)
+        # then the call back is refused with :would_deadlock rather than hang,
+        assert error["kind"] == "exception"
+        assert error["message"].startswith("would_deadlock: call 'echo' would wait for ever")
+        assert "its only sync thread" in error["message"]
+        assert time.monotonic() - t0 < 4  # (well within the function's own 5 s wait)
+        # and an async method waiting may be called back.
+        assert s.call("aask", "echo_back", 5) == 5
+
+
+# --- errors API ---------------------------------------------------------------------------
+
+
+def test_beam_call_error_is_a_snakepit_error_and_exported():
+    assert issubclass(snakepit.BeamCallError, snakepit.SnakepitError)
+    assert "BeamCallError" in snakepit.__all__ and "beam" in snakepit.__all__
+    err = BeamCallError.from_wire({"kind": "exception", "type": "ArgumentError", "message": "m"})
+    assert (err.kind, err.type, err.message, str(err)) == (
+        "exception", "ArgumentError", "m", "exception: ArgumentError: m",
+    )  # fmt: skip
+    assert BeamCallError.from_wire("junk").type == "ProtocolError"
+
+
+def test_outside_a_worker():
+    assert snakepit.beam.functions() == []
+    with pytest.raises(BeamCallError, match="serves no BEAM functions"):
+        snakepit.beam.call("double", 1)
+
+
+# --- the real BEAM ------------------------------------------------------------------------
+
+
+@pytest.mark.beam
+@pytest.mark.skipif(shutil.which("mix") is None, reason="needs mix on PATH")
+def test_against_the_real_beam():
+    # The example's Elixir half: a pool whose Python method asks the BEAM mid-stream.
+    run = subprocess.run(
+        ["mix", "run", "../examples/elixir/beam_calls.exs"],
+        cwd=ROOT / "elixir_harness", capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "all beam calls answered" in run.stdout
