@@ -25,6 +25,13 @@ defmodule Snakepit.Pool do
   another worker could run it. Until a new worker's catalogue has arrived
   (just after `:ready`) it takes one call at a time.
 
+  `pipeline: n` lets up to `n` more sync calls wait inside each worker beyond
+  its `threads`: the Python process reads the next call while it answers the
+  one before, which for short calls is worth much more throughput than more
+  threads (see `docs/benchmarks.md`). The price: a call may then wait behind a
+  long one inside a worker while another worker is idle. Use it for short
+  calls of even length.
+
   ## Affinity
 
   `Snakepit.call(pool, request, affinity: key)` sends the call to a worker
@@ -40,6 +47,8 @@ defmodule Snakepit.Pool do
     * `:size` - number of Python processes (default: schedulers online)
     * `:python` - the interpreter (see `Snakepit.Worker`)
     * `:worker_opts` - CLI options for each Python worker, e.g. `[threads: 2]`
+    * `:pipeline` - sync calls a worker may hold beyond its `threads`
+      (default 0; see "Calls at once")
     * `:worker_args` - strings after `--` for the worker's own code
     * `:health_interval` - ms between each worker's health polls (default
       5_000), or `nil` for none; also what hang detection counts in
@@ -70,7 +79,8 @@ defmodule Snakepit.Pool do
   @doc "Starts the pool and its workers; returns once all are ready."
   @spec start_link(keyword()) :: Supervisor.on_start() | {:error, Error.t()}
   def start_link(opts) do
-    opts = Options.pool!(opts)
+    {pipeline, opts} = pipeline!(opts)
+    opts = opts |> Options.pool!() |> Keyword.put(:pipeline, pipeline)
     start_timeout = Keyword.get(opts, :start_timeout, Options.default(:start_timeout))
 
     with {:ok, sup} <- Supervisor.start_link(__MODULE__.Tree, opts) do
@@ -83,6 +93,22 @@ defmodule Snakepit.Pool do
           Supervisor.stop(sup, :normal)
           {:error, error}
       end
+    end
+  end
+
+  # :pipeline is the pool's alone (its workers never see it).
+  defp pipeline!(opts) do
+    if Keyword.keyword?(opts) do
+      case Keyword.pop(opts, :pipeline, 0) do
+        {n, opts} when is_integer(n) and n >= 0 ->
+          {n, opts}
+
+        {n, _} ->
+          raise ArgumentError, ":pipeline must be a non-negative integer, got: #{inspect(n)}"
+      end
+    else
+      # Options.pool!/1 says what is wrong
+      {0, opts}
     end
   end
 
@@ -124,6 +150,7 @@ defmodule Snakepit.Pool do
        name: opts[:name],
        sup: sup,
        size: opts[:size],
+       pipeline: opts[:pipeline],
        workers: %{},
        calls: %{},
        queue: Queue.new(),
@@ -194,7 +221,7 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_ready", pid, info}, state) do
-    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid) end)
+    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid, state) end)
     # a fresh process: nothing of the old one is in flight (its :down said so)
     state = %{state | calls: Map.drop(state.calls, Map.keys(w.inflight))}
 
@@ -220,7 +247,7 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_start_failed", pid, error}, state) do
-    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid) end)
+    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid, state) end)
     state = %{state | workers: Map.put(state.workers, pid, %{w | status: :down})}
 
     state = if w.ever_ready, do: state, else: answer_ready_waiters(%{state | start_error: error})
@@ -292,10 +319,10 @@ defmodule Snakepit.Pool do
 
   # --------------------------------------------------------------- routing
 
-  defp new_worker(pid) do
+  defp new_worker(pid, state) do
     Process.monitor(pid)
 
-    Map.merge(Queue.new_worker(), %{
+    Map.merge(Queue.new_worker(state.pipeline), %{
       worker_id: nil,
       os_pid: nil,
       guard_pid: nil,

@@ -83,6 +83,34 @@ defmodule Snakepit.PoolCapacityTest do
     end
   end
 
+  describe "pipeline" do
+    test "pipeline: 2 lets a --threads 1 worker hold three sync calls, run in order" do
+      pool = start_capacity_pool(size: 1, pipeline: 2)
+      first = call_async(pool, "block", [0.5], timeout: 30_000)
+      wait_until(fn -> Pool.stats(pool).inflight == 1 end)
+      rest = for i <- 1..2, do: call_async(pool, "echo", [i], timeout: 30_000)
+      wait_until(fn -> Pool.stats(pool).inflight == 3 end)
+      assert %{queue_depth: 0} = Pool.stats(pool)
+      [w] = Pool.workers(pool)
+      assert Worker.info(w).inflight == 3
+
+      # a fourth waits in the pool
+      fourth = call_async(pool, "echo", [4], timeout: 30_000)
+      wait_until(fn -> Pool.stats(pool).queue_depth == 1 end)
+
+      assert {:ok, "woke"} = Task.await(first, 30_000)
+      assert Enum.map(rest ++ [fourth], &Task.await(&1, 30_000)) == [{:ok, 1}, {:ok, 2}, {:ok, 4}]
+    end
+
+    test "is validated" do
+      for bad <- [-1, 1.5, :x] do
+        assert_raise ArgumentError, ~r/:pipeline must be a non-negative integer, got: /, fn ->
+          Pool.start_link(name: unique_name(), target: test_worker(), pipeline: bad)
+        end
+      end
+    end
+  end
+
   describe "async calls" do
     test "a --threads 1 worker takes async calls while it runs a sync one" do
       pool = start_capacity_pool(size: 1, target: @async_worker)

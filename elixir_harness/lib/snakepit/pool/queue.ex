@@ -19,6 +19,12 @@ defmodule Snakepit.Pool.Queue do
   # sync calls: a sync call never waits inside a busy Python process while
   # another worker could run it. Until a worker's capacity is known it takes
   # one call at a time.
+  #
+  # The pool's opt-in `:pipeline` (n >= 0) lets `n` more sync calls wait inside
+  # a worker beyond its `threads` (`sync_max` = threads + pipeline, at most
+  # max_inflight): the worker reads the next call while it answers one, which
+  # is worth a lot of throughput for short calls, at the price of the
+  # guarantee above.
 
   @type worker :: %{
           status: :ready | :down,
@@ -26,6 +32,8 @@ defmodule Snakepit.Pool.Queue do
           sync: non_neg_integer(),
           threads: pos_integer(),
           max_inflight: pos_integer(),
+          pipeline: non_neg_integer(),
+          sync_max: pos_integer(),
           async: MapSet.t(),
           last_used: integer(),
           models: MapSet.t()
@@ -33,15 +41,20 @@ defmodule Snakepit.Pool.Queue do
   @type workers :: %{optional(term()) => worker()}
   @type t :: :queue.queue(map())
 
-  @doc "The routing fields of a worker the pool has just heard of: down, room for one call."
-  @spec new_worker() :: worker()
-  def new_worker do
+  @doc """
+  The routing fields of a worker the pool has just heard of: down, room for one
+  call; `pipeline` applies once its capacity is known.
+  """
+  @spec new_worker(non_neg_integer()) :: worker()
+  def new_worker(pipeline \\ 0) do
     %{
       status: :down,
       inflight: %{},
       sync: 0,
       threads: 1,
       max_inflight: 1,
+      pipeline: pipeline,
+      sync_max: 1,
       async: MapSet.new(),
       last_used: 0,
       models: MapSet.new()
@@ -61,8 +74,9 @@ defmodule Snakepit.Pool.Queue do
 
     %{
       w
-      | threads: min(threads, max_inflight),
+      | threads: threads,
         max_inflight: max_inflight,
+        sync_max: min(threads + w.pipeline, max_inflight),
         async: async
     }
   end
@@ -80,7 +94,7 @@ defmodule Snakepit.Pool.Queue do
   @spec room?(worker(), map()) :: boolean()
   def room?(%{status: :ready, inflight: inflight, max_inflight: max} = w, call)
       when map_size(inflight) < max,
-      do: w.sync < w.threads or kind(w, call.method) == :async
+      do: w.sync < w.sync_max or kind(w, call.method) == :async
 
   def room?(_w, _call), do: false
 
@@ -88,7 +102,7 @@ defmodule Snakepit.Pool.Queue do
   @spec room_for_any?(worker()) :: boolean()
   def room_for_any?(%{status: :ready, inflight: inflight, max_inflight: max} = w)
       when map_size(inflight) < max,
-      do: w.sync < w.threads or MapSet.size(w.async) > 0
+      do: w.sync < w.sync_max or MapSet.size(w.async) > 0
 
   def room_for_any?(_w), do: false
 

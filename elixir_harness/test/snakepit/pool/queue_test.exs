@@ -99,6 +99,21 @@ defmodule Snakepit.Pool.QueueTest do
   end
 
   describe "capacity/3" do
+    test "a pipeline lets sync calls wait inside a worker beyond its threads" do
+      w = Queue.capacity(Queue.new_worker(2), %{threads: 1, max_inflight: 64}, [])
+      assert %{threads: 1, sync_max: 3} = w
+      w = w |> Queue.add(call(), :sync) |> Queue.add(call(), :sync)
+      w = %{w | status: :ready}
+      assert Queue.room?(w, call())
+      refute Queue.room?(Queue.add(w, call(), :sync), call())
+      # never beyond max_inflight
+      assert %{sync_max: 2} =
+               Queue.capacity(Queue.new_worker(5), %{threads: 1, max_inflight: 2}, [])
+
+      # until the capacity is known: one call
+      assert %{sync_max: 1} = Queue.new_worker(5)
+    end
+
     test "threads, max_inflight and the async methods; odd values leave room for one" do
       methods = [%{name: "nap", async: true}, %{name: "echo", async: false}]
       w = Queue.capacity(Queue.new_worker(), %{threads: 4, max_inflight: 8}, methods)
@@ -110,7 +125,7 @@ defmodule Snakepit.Pool.QueueTest do
       w = Queue.capacity(Queue.new_worker(), %{threads: 0}, [])
       assert %{threads: 1, max_inflight: 1} = w
       # never more threads than calls accepted
-      assert %{threads: 2} = Queue.capacity(w, %{threads: 5, max_inflight: 2}, [])
+      assert %{sync_max: 2} = Queue.capacity(w, %{threads: 5, max_inflight: 2}, [])
     end
   end
 
