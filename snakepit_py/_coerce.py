@@ -167,6 +167,13 @@ def _union(args: tuple) -> tuple[Conv, str] | None:
     convs = [p[0] for p in parts]  # type: ignore[index]
     expected = " | ".join(p[1] for p in parts)  # type: ignore[index]
     optional = _NONE_TYPE in args
+    if optional and len(args) == 2:  # Optional[T]: T's own converter says what failed
+        inner = convs[0] if args[1] is _NONE_TYPE else convs[1]
+
+        def optional_conv(v: Any) -> Any:
+            return None if v is None else inner(v)
+
+        return optional_conv, expected
 
     def conv(v: Any) -> Any:
         if v is None and optional:
