@@ -6,8 +6,11 @@
 #     mix run ../benchmarks/bench_beam.exs throughput               # 2 workers on 2 cores
 #     mix run ../benchmarks/bench_beam.exs all --json               # everything, JSON on the last line
 #
-# Figures are medians over alternating rounds; ratios are harness / raw echo,
-# measured in the same run. Not a test: nothing here asserts.
+# Latency figures are per-round ratios, harness / raw echo measured in the
+# same round (rounds alternate the subjects), given as min / median / max over
+# the rounds; absolute times are medians. The small call is what users run: an
+# annotated `add(a: int, b: int)` in a real envelope. Not a test: nothing here
+# asserts.
 
 Logger.configure(level: :critical)
 Code.require_file("bench_support.exs", __DIR__)
@@ -76,25 +79,15 @@ defmodule Bench do
         fn -> round_trip_raw(codec, small, 2_000) end
       ])
 
-    report("small call round trip", h_small, r_small, "us")
-
     IO.puts(
-      "    via Snakepit.call (pool of 1)        #{fmt(p_small)} us (#{ratio(p_small, r_small)}x raw)"
+      "  small call round trip, add(a: int, b: int), against the raw echo (per-round ratios):"
     )
 
-    IO.puts("    decomposition:")
-
-    IO.puts(
-      "      bare Port to the snakepit worker   #{fmt(d_small)} us (#{ratio(d_small, r_small)}x raw): the Python runtime"
-    )
-
-    IO.puts(
-      "      bare Port to a codec-only loop     #{fmt(c_small)} us (#{ratio(c_small, r_small)}x raw): the ETF codec alone"
-    )
-
-    IO.puts(
-      "      Snakepit.Worker to a canned peer   #{fmt(ok_small)} us (#{ratio(ok_small, r_small)}x raw): the Elixir harness"
-    )
+    paired("Snakepit.Worker.call", h_small, r_small, "us")
+    paired("Snakepit.call (pool of 1)", p_small, r_small, "us")
+    paired("bare Port to the worker", d_small, r_small, "us", "the Python runtime")
+    paired("bare Port to a codec loop", c_small, r_small, "us", "the ETF codec alone")
+    paired("Worker to a canned peer", ok_small, r_small, "us", "the Elixir harness")
 
     [h_big, r_big, d_big] =
       alternate(@rounds, [
@@ -103,11 +96,9 @@ defmodule Bench do
         fn -> round_trip_raw(direct, big, 20) end
       ])
 
-    report("1 MiB binary round trip", h_big, r_big, "us")
-
-    IO.puts(
-      "      bare Port to the snakepit worker   #{fmt(d_big)} us (#{ratio(d_big, r_big)}x raw)"
-    )
+    IO.puts("  1 MiB binary echo round trip, against the raw echo:")
+    paired("Snakepit.Worker.call", h_big, r_big, "us")
+    paired("bare Port to the worker", d_big, r_big, "us")
 
     Enum.each([w, ok_peer], &Snakepit.Worker.stop/1)
     Enum.each([raw, codec, direct], &Port.close/1)
@@ -120,17 +111,32 @@ defmodule Bench do
         fn -> start_direct(python) end
       ])
 
+    {h_ready, h_first} = Enum.unzip(h_start)
+    {d_ready, d_first} = Enum.unzip(d_start)
+    over = fn firsts -> Enum.zip_with(firsts, r_start, &((&1 - &2) / 1000)) end
+
+    IO.puts("  start, a standard-library TARGET (ms; per-round differences, min / median / max):")
+    IO.puts("    raw echo: spawn -> first reply     #{fmt(median(r_start) / 1000)} ms")
+
     IO.puts(
-      "  Port.open -> :ready          #{fmt(h_start / 1000)} ms vs raw start-to-first-reply " <>
-        "#{fmt(r_start / 1000)} ms: +#{fmt((h_start - r_start) / 1000)} ms"
+      "    Snakepit.Worker: start_link -> first reply #{fmt(median(h_first) / 1000)} ms, " <>
+        "over raw #{spread(over.(h_first))} ms; :ready -> first reply " <>
+        "#{spread(Enum.zip_with(h_first, h_ready, &((&1 - &2) / 1000)))} ms"
     )
 
     IO.puts(
-      "      bare Port.open -> :ready            #{fmt(d_start / 1000)} ms (no sh wrapper, no GenServer)"
+      "    bare Port: spawn -> first reply    #{fmt(median(d_first) / 1000)} ms, " <>
+        "over raw #{spread(over.(d_first))} ms; :ready -> first reply " <>
+        "#{spread(Enum.zip_with(d_first, d_ready, &((&1 - &2) / 1000)))} ms"
     )
 
-    pool4 = median(for i <- 1..5, do: pool_ready(python, i))
-    IO.puts("  pool of 4 ready              #{fmt(pool4 / 1000)} ms")
+    pool4s = for i <- 1..10, do: pool_first_reply(python, i)
+    pool4 = median(pool4s)
+
+    IO.puts(
+      "  pool of 4: start_link -> first reply #{fmt(pool4 / 1000)} ms " <>
+        "(median of 10; min #{fmt(Enum.min(pool4s) / 1000)}, max #{fmt(Enum.max(pool4s) / 1000)})"
+    )
 
     restart = restart_times(python, 8)
 
@@ -140,44 +146,55 @@ defmodule Bench do
     )
 
     %{
-      small_rt_us: h_small,
-      small_rt_raw_us: r_small,
-      small_rt_ratio: h_small / r_small,
-      small_rt_pool_us: p_small,
-      small_rt_bare_worker_us: d_small,
-      small_rt_codec_only_us: c_small,
-      small_rt_harness_canned_peer_us: ok_small,
-      mib_rt_us: h_big,
-      mib_rt_raw_us: r_big,
-      mib_rt_ratio: h_big / r_big,
-      mib_rt_bare_worker_us: d_big,
-      ready_ms: h_start / 1000,
-      raw_first_reply_ms: r_start / 1000,
-      ready_over_raw_ms: (h_start - r_start) / 1000,
-      bare_ready_ms: d_start / 1000,
-      pool4_ready_ms: pool4 / 1000,
+      small_rt_us: median(h_small),
+      small_rt_raw_us: median(r_small),
+      small_rt_ratio: ratios(h_small, r_small),
+      small_rt_pool_ratio: ratios(p_small, r_small),
+      small_rt_bare_worker_ratio: ratios(d_small, r_small),
+      small_rt_codec_only_ratio: ratios(c_small, r_small),
+      small_rt_harness_canned_peer_ratio: ratios(ok_small, r_small),
+      mib_rt_us: median(h_big),
+      mib_rt_raw_us: median(r_big),
+      mib_rt_ratio: ratios(h_big, r_big),
+      mib_rt_bare_worker_ratio: ratios(d_big, r_big),
+      first_reply_ms: median(h_first) / 1000,
+      raw_first_reply_ms: median(r_start) / 1000,
+      first_reply_over_raw_ms: median(over.(h_first)),
+      bare_first_reply_over_raw_ms: median(over.(d_first)),
+      ready_to_first_reply_ms: median(Enum.zip_with(h_first, h_ready, &((&1 - &2) / 1000))),
+      pool4_first_reply_ms: pool4 / 1000,
       restart_ms: median(restart) / 1000
     }
   end
 
-  defp report(label, harness, raw, unit) do
+  # One line: the median of `subject` and its per-round ratios to `floor`.
+  defp paired(label, subject, floor, unit, note \\ nil) do
+    note = if note, do: ": #{note}", else: ""
+
     IO.puts(
-      "  #{String.pad_trailing(label, 28)} #{fmt(harness)} #{unit} vs raw #{fmt(raw)} #{unit}: " <>
-        "#{ratio(harness, raw)}x"
+      "    #{String.pad_trailing(label, 27)} #{fmt(median(subject))} #{unit} " <>
+        "(raw #{fmt(median(floor))} #{unit}), ratio #{spread(ratios(subject, floor))}#{note}"
     )
   end
 
+  defp ratios(subject, floor), do: Enum.zip_with(subject, floor, &(&1 / &2))
+
+  defp spread(values) do
+    [Enum.min(values), median(values), Enum.max(values)]
+    |> Enum.map_join(" / ", &:erlang.float_to_binary(&1 / 1, decimals: 2))
+  end
+
   # Runs each measurement in turn, `rounds` times (after one warm-up round);
-  # the median of each.
+  # returns each one's samples, round by round (sample i of every list is from round i).
   defp alternate(rounds, funs) do
     Enum.each(funs, & &1.())
     samples = for _ <- 1..rounds, do: Enum.map(funs, & &1.())
-    samples |> Enum.zip() |> Enum.map(&median(Tuple.to_list(&1)))
+    samples |> Enum.zip() |> Enum.map(&Tuple.to_list/1)
   end
 
   # microseconds per call
   defp round_trip_harness(w, value, n) do
-    request = %{method: "echo", args: [value]}
+    request = request(value)
 
     {us, _} =
       :timer.tc(fn ->
@@ -188,7 +205,7 @@ defmodule Bench do
   end
 
   defp round_trip_pool(pool, value, n) do
-    request = %{method: "echo", args: [value]}
+    request = request(value)
     {us, _} = :timer.tc(fn -> for _ <- 1..n, do: {:ok, _} = Snakepit.call(pool, request) end)
     us / n
   end
@@ -200,7 +217,8 @@ defmodule Bench do
     {us, _} =
       :timer.tc(fn ->
         for id <- 1..n do
-          call = {:call, id, "echo", [value], %{}, %{meta: %{}, timeout_ms: 5_000}}
+          %{method: method, args: args} = request(value)
+          call = {:call, id, method, args, %{}, %{meta: %{}, timeout_ms: 5_000}}
           Port.command(port, :erlang.term_to_binary(call))
 
           receive do
@@ -211,6 +229,10 @@ defmodule Bench do
 
     us / n
   end
+
+  # A small value is the annotated add's arguments; a binary is echoed.
+  defp request(1), do: %{method: "add", args: [1, 2]}
+  defp request(value), do: %{method: "echo", args: [value]}
 
   # The raw echo bounces the call back; a worker answers it. Anything else (an
   # error reply, say) would time the wrong path.
@@ -233,10 +255,21 @@ defmodule Bench do
     end
   end
 
+  # {Port.open -> :ready, Port.open -> first reply} in microseconds, on a bare Port
   defp start_direct(python) do
-    {us, port} = :timer.tc(fn -> open_direct(python, @start_py) end)
+    t0 = System.monotonic_time(:microsecond)
+    port = open_direct(python, @start_py)
+    ready = System.monotonic_time(:microsecond) - t0
+    call = {:call, 1, "add", [1, 2], %{}, %{meta: %{}, timeout_ms: 5_000}}
+    Port.command(port, :erlang.term_to_binary(call))
+
+    receive do
+      {^port, {:data, bin}} -> {:ok, 1, 3} = :erlang.binary_to_term(bin, [:safe])
+    end
+
+    first = System.monotonic_time(:microsecond) - t0
     close_and_reap(port)
-    us
+    {ready, first}
   end
 
   # Port.close returns before the OS process has exited; on a pinned core its
@@ -266,13 +299,15 @@ defmodule Bench do
     ])
   end
 
-  # microseconds from Port.open (inside start_link) to :ready
+  # {start_link -> :ready, start_link -> first reply} in microseconds
   defp start_harness(python) do
-    {us, {:ok, w}} =
-      :timer.tc(fn -> Snakepit.Worker.start_link(target: @start_py, python: python) end)
-
+    t0 = System.monotonic_time(:microsecond)
+    {:ok, w} = Snakepit.Worker.start_link(target: @start_py, python: python)
+    ready = System.monotonic_time(:microsecond) - t0
+    {:ok, 3} = Snakepit.Worker.call(w, %{method: "add", args: [1, 2]})
+    first = System.monotonic_time(:microsecond) - t0
     Snakepit.Worker.stop(w)
-    us
+    {ready, first}
   end
 
   defp start_raw(python) do
@@ -290,12 +325,16 @@ defmodule Bench do
     us
   end
 
-  defp pool_ready(python, i) do
+  # microseconds from Pool.start_link to the first call answered
+  defp pool_first_reply(python, i) do
     name = :"bench_pool4_#{i}"
 
-    {us, {:ok, _}} =
+    {us, {:ok, 3}} =
       :timer.tc(fn ->
-        Snakepit.Pool.start_link(name: name, target: @start_py, size: 4, python: python)
+        {:ok, _} =
+          Snakepit.Pool.start_link(name: name, target: @start_py, size: 4, python: python)
+
+        Snakepit.call(name, %{method: "add", args: [1, 2]})
       end)
 
     Snakepit.Pool.stop(name)
@@ -435,7 +474,6 @@ defmodule Bench do
     Enum.at(sorted, min(length(sorted) - 1, trunc(length(sorted) * p / 100)))
   end
 
-  defp ratio(a, b), do: :erlang.float_to_binary(a / b, decimals: 2)
   defp fmt(x) when is_float(x), do: :erlang.float_to_binary(x, decimals: 1)
   defp fmt(x), do: to_string(x)
 

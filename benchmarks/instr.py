@@ -1,7 +1,7 @@
 """Instructions per small call, counted by callgrind: the worker process against the floor.
 
     python benchmarks/instr.py                 # floor, annotated add, plain add
-    python benchmarks/instr.py --calls 2000,10000 --only annotated
+    python benchmarks/instr.py --calls 2000,10000 --only annotated --phases
 
 Each subject is started under ``valgrind --tool=callgrind`` with the Port's
 framing (``{packet, 4}``) on two pipes (``--fd IN,OUT``) and fed the frames
@@ -10,7 +10,11 @@ framing (``{packet, 4}``) on two pipes (``--fd IN,OUT``) and fed the frames
 reply awaited. It runs twice, with two call counts; the difference of the
 two totals over the difference of the counts is the cost of one call, so
 start-up and shutdown cancel out. Only the subject's process is counted
-(user space, every thread); the driver runs outside valgrind.
+(user space, every thread); the driver runs outside valgrind. The count
+includes the reader's sentinel thread, which looks in every few milliseconds
+of wall time: under valgrind a call lasts some 50 times longer than it does
+natively, so the sentinel's share is overstated (by about 1-2k instructions
+per call, which is also the run-to-run spread of this figure).
 
 Subjects:
 
@@ -80,15 +84,15 @@ def read_frame(fd: int) -> bytes:
 
 
 def run(argv: list[str], method: str, calls: int, skip_ready: bool) -> int:
-    """Run ``argv`` under callgrind for ``calls`` calls; return its total instructions."""
+    """Run ``argv`` under callgrind for ``calls`` calls; return its instructions (all threads)."""
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     with tempfile.TemporaryDirectory() as tmp:
-        log = os.path.join(tmp, "log")
         env = dict(os.environ, SNAKEPIT_GUARD="0", PYTHONHASHSEED="0")
         proc = subprocess.Popen(
             [
-                "valgrind", "--tool=callgrind", f"--log-file={log}",
+                "valgrind", "--tool=callgrind", "--separate-threads=yes",
+                f"--log-file={os.path.join(tmp, 'log')}",
                 f"--callgrind-out-file={os.path.join(tmp, 'out')}",
                 *argv, "--fd", f"{to_r},{from_w}",
             ],
@@ -105,18 +109,102 @@ def run(argv: list[str], method: str, calls: int, skip_ready: bool) -> int:
         os.close(to_w)
         proc.wait(300)
         os.close(from_r)
+        threads = [_summary(os.path.join(tmp, name)) for name in os.listdir(tmp) if name != "log"]
+    if not threads:
+        raise SystemExit("callgrind wrote no profile")
+    return sum(threads)
+
+
+def _summary(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    return 0
+
+
+# In-process loops for --phases: each runs N times what a call through the Port
+# does in one thread, cumulatively, so differences between them are phases.
+PHASE_SCRIPT = """
+import sys
+from snakepit_py._registry import load_target
+from snakepit_py._dispatcher import Dispatcher
+from snakepit_py.codec import get_codec, etf
+
+A = etf.Atom
+phase, n, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+codec = get_codec("etf")
+out = []
+d = Dispatcher(load_target(target), codec, out.append, lazy_deadlines=True)
+frame = etf.encode((A("call"), 7, "add", [1, 2], {}, {A("meta"): {}, A("timeout_ms"): 5000}))
+fields, accept, run, table = codec.call_fields, d.accept_call, d.run_sync, d.table
+run(accept(*fields(frame)))  # the first call prepares the method
+out.clear()
+if phase == "decode":
+    for _ in range(n):
+        fields(frame)
+elif phase == "dispatch":
+    calls = table.calls
+    for _ in range(n):
+        accept(*fields(frame))
+        calls.clear()  # as if it ran: no terminal, no run
+        table.sync_free = 1
+elif phase == "call":
+    for _ in range(n):
+        run(accept(*fields(frame)))
+        out.clear()
+elif phase == "encode":
+    encode_ok = codec.encode_ok
+    for _ in range(n):
+        encode_ok(7, 3)
+elif phase == "empty":
+    for _ in range(n):
+        pass
+"""
+
+
+def phase_count(phase: str, calls: int, target: str) -> int:
+    """Total instructions of the in-process loop ``phase`` run ``calls`` times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "log")
+        subprocess.run(
+            [
+                "valgrind", "--tool=callgrind", f"--log-file={log}",
+                f"--callgrind-out-file={os.path.join(tmp, 'out')}",
+                sys.executable, "-c", PHASE_SCRIPT, phase, str(calls), target,
+            ],
+            check=True, env=dict(os.environ, PYTHONHASHSEED="0"), cwd=tmp,
+        )  # fmt: skip
         with open(log) as f:
-            text = f.read()
-    found = re.findall(r"Collected : (\d+)", text) or re.findall(r"refs:\s+([\d,]+)", text)
-    if not found:
-        raise SystemExit(f"no instruction count in callgrind's log:\n{text}")
-    return int(found[-1].replace(",", ""))
+            found = re.findall(r"Collected : (\d+)", f.read())
+    return int(found[-1])
+
+
+def phases(low: int, high: int, target: str, port_total: float) -> None:
+    """Print the annotated call's instructions by phase (docs/benchmarks.md)."""
+    per = {}
+    for name in ("empty", "decode", "dispatch", "call", "encode"):
+        a, b = (phase_count(name, n, target) for n in (low, high))
+        per[name] = (b - a) / (high - low) - (0 if name == "empty" else per["empty"])
+    rows = [
+        ("decode: the call envelope's fields (C codec)", per["decode"]),
+        ("dispatch + bind: method, arguments, context, admission", per["dispatch"] - per["decode"]),
+        ("run: the method, its context, the terminal's bookkeeping",
+         per["call"] - per["dispatch"] - per["encode"]),
+        ("encode: {:ok, id, result} (C codec)", per["encode"]),
+        ("transport: read, write, the reading thread's hand-offs", port_total - per["call"]),
+    ]  # fmt: skip
+    print("\nannotated add by phase (instructions per call):")
+    for label, value in rows:
+        print(f"  {label:58} {value:8,.0f}")
+    print(f"  {'total through the Port':58} {port_total:8,.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", default="2000,10000", help="two call counts, e.g. 2000,10000")
     parser.add_argument("--only", action="append", choices=["floor", "annotated", "plain"])
+    parser.add_argument("--phases", action="store_true", help="also the annotated call by phase")
     args = parser.parse_args()
     low, high = (int(n) for n in args.calls.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,6 +230,8 @@ def main() -> None:
         if "annotated" in results and "plain" in results:
             extra = results["annotated"] / results["plain"] - 1
             print(f"annotated over plain: {extra:+.1%}")
+        if args.phases and "annotated" in results:
+            phases(low, high, target, results["annotated"])
 
 
 if __name__ == "__main__":
