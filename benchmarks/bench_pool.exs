@@ -13,6 +13,8 @@
 #            driver keeping up to 4 frames in flight: the pipelined floor
 #   threads2 a pool of 2, `threads: 2`, 8 callers, a sync `echo`
 #   async    a pool of 2, `--threads 1`, 8 callers, an async method (`nap(0)`)
+#   pipeline a pool of 2, `--threads 1`, `pipeline: 3`, 8 callers, a sync
+#            `echo`: up to 4 calls in flight per worker, as the floor has
 #   threads1 a pool of 2, `--threads 1`, 8 callers, a sync `echo`: one call
 #            per worker at a time, what the pool gave every method before
 # The frames to the raw echo are the envelope the harness sends, encoded and
@@ -73,6 +75,7 @@ defmodule BenchPool do
     pools = [
       threads2: {pool(python, :bp_threads2, threads: 2), "echo", [1]},
       async: {pool(python, :bp_async, threads: 1), "nap", [0]},
+      pipeline: {pool(python, :bp_pipeline, [threads: 1], pipeline: 3), "echo", [1]},
       threads1: {pool(python, :bp_threads1, threads: 1), "echo", [1]}
     ]
 
@@ -116,14 +119,11 @@ defmodule BenchPool do
     IO.puts("")
   end
 
-  defp pool(python, name, worker_opts) do
+  defp pool(python, name, worker_opts, pool_opts \\ []) do
     {:ok, _} =
       Snakepit.Pool.start_link(
-        name: name,
-        target: @worker_py,
-        size: 2,
-        python: python,
-        worker_opts: worker_opts
+        [name: name, target: @worker_py, size: 2, python: python, worker_opts: worker_opts] ++
+          pool_opts
       )
 
     # until both workers' catalogues are in, each takes one call at a time
