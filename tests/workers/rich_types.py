@@ -121,7 +121,7 @@ def order(o: Order) -> Order:
 
 @snakepit.method
 def stats(a: np.ndarray) -> dict:
-    return {"dtype": str(a.dtype), "shape": list(a.shape), "sum": float(a.sum())}
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "sum": float(np.real(a.sum()))}
 
 
 @snakepit.method
