@@ -103,6 +103,8 @@ def _make(ann: Any) -> tuple[Conv, str] | None:
         return _generic(ann, origin)
     if not isinstance(ann, type):
         return None
+    if hasattr(ann, "__snakepit_decode__"):
+        return _own(ann)
     for module, name, make in _CLASS_RULES:
         base = _module_class(module, name)
         if base is not None and isinstance(base, type) and issubclass(ann, base):
@@ -246,6 +248,22 @@ def _at(conv: Conv, value: Any, where: str) -> Any:
     except Mismatch as exc:
         got, expected, inner = (*exc.args, "", "", "")[:3] if exc.args else (repr(value), "", "")
         raise Mismatch(got, expected or "the annotated type", where + inner) from None
+
+
+def _own(cls: Any) -> tuple[Conv, str]:
+    """A class with its own hook: ``cls.__snakepit_decode__(term)`` (docs/types.md)."""
+    expected = getattr(cls, "__snakepit_type__", None) or f"a term {cls.__name__} decodes"
+    decode = cls.__snakepit_decode__
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, cls):
+            return v
+        try:
+            return decode(v)
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            raise Mismatch(f"{_fail(v, expected).args[0]}: {exc}", expected, "") from None
+
+    return conv, expected
 
 
 # --- classes: datetimes, Decimal, UUID, paths, enums ---------------------------------------

@@ -349,3 +349,13 @@ def test_a_worker_imports_none_of_the_optional_types_it_does_not_use(tmp_path: P
         # and a date the BEAM sends loads datetime, for that value, and nothing else.
         assert sup.call("take", dt.date(2020, 1, 1)) == "ok"
         assert sup.call("loaded", OPTIONAL) == ["datetime", "snakepit_py.codec._types"]
+
+
+def test_a_type_with_its_own_hooks_goes_both_ways(rich: Any) -> None:
+    assert rich.call("fee", ("10.00", "EUR"), "0.5") == ("5.000", "EUR")
+    with pytest.raises(CallError) as info:
+        rich.call("fee", "ten euros", "0.5")
+    assert info.value.kind == "bad_arguments"
+    assert "argument 'm' must be {amount :: String.t(), currency :: String.t()}" in str(info.value)
+    methods = {m["name"]: m for m in rich.describe()["methods"]}
+    assert methods["fee"]["params"][0]["type"] == "{amount :: String.t(), currency :: String.t()}"

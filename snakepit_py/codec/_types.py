@@ -1,6 +1,7 @@
 """Rich Python values as terms, and Elixir's structs as Python values (docs/types.md).
 
-``to_term(obj)`` maps a value the encoder has no exact type for (numpy
+``to_term(obj)`` maps a value the encoder has no exact type for (a class's
+own ``__snakepit_encode__``, then numpy
 scalars and arrays, datetimes, decimals, UUIDs, paths, enums, sets,
 dataclasses, pydantic models, attrs classes) to plain terms: maps, tuples,
 atoms, integers, binaries. Arrays become ``%Snakepit.Tensor{}`` maps, dates
@@ -74,6 +75,9 @@ def to_term(obj: Any) -> Any:
     """
     modules = sys.modules
     cls = type(obj)
+    own = getattr(cls, "__snakepit_encode__", None)
+    if own is not None:  # the user type's own hook (docs/types.md, "Your own types")
+        return own(obj)
     np = modules.get("numpy")
     if np is not None:
         if isinstance(obj, np.ndarray):

@@ -147,3 +147,25 @@ def refused(what: str):
         "sNaN": Decimal("sNaN"),
         "tz_time": dt.time(1, tzinfo=dt.timezone.utc),
     }[what]
+
+
+class Money:
+    """A user type with its own hook both ways (docs/types.md, "Your own types")."""
+
+    __snakepit_type__ = "{amount :: String.t(), currency :: String.t()}"
+
+    def __init__(self, amount: Decimal, currency: str) -> None:
+        self.amount, self.currency = amount, currency
+
+    def __snakepit_encode__(self) -> tuple:
+        return (str(self.amount), self.currency)
+
+    @classmethod
+    def __snakepit_decode__(cls, term: object) -> Money:
+        amount, currency = term  # a tuple or list of two: anything else is a TypeError/ValueError
+        return cls(Decimal(amount), str(currency))
+
+
+@snakepit.method
+def fee(m: Money, rate: Decimal) -> Money:
+    return Money(m.amount * rate, m.currency)
