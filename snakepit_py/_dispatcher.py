@@ -354,9 +354,9 @@ class Dispatcher:
         self.beam_calls().announce(names)
 
     def _on_beam_reply(self, msg: tuple) -> None:
-        outcome = msg[2] if len(msg) == 3 else None
+        ref, outcome = (msg[1], msg[2]) if len(msg) == 3 else (None, None)
         if not (
-            type(msg[1]) is int and msg[1] >= 0 and type(outcome) is tuple and len(outcome) == 2
+            type(ref) is int and ref >= 0 and type(outcome) is tuple and len(outcome) == 2
             and (outcome[0] == "ok" or outcome[0] == "error")
         ):  # fmt: skip
             self.bad_request(
@@ -365,7 +365,7 @@ class Dispatcher:
             return
         beam = self._beam
         if beam is not None:
-            beam.reply(msg[1], (outcome[0] == "ok", outcome[1]))
+            beam.reply(ref, (outcome[0] == "ok", outcome[1]))
 
     def _refuse_reentry(self, cid: int, spec: Any, beam_ref: Any) -> bool:
         """Refuse a sync call from a BEAM function that could never get a sync slot.

@@ -272,3 +272,26 @@ def test_against_the_real_beam():
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "all beam calls answered" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        ("beam_reply",),
+        ("beam_reply", -1, ("ok", 1)),
+        ("beam_reply", 1, ("maybe", 1)),
+        ("beam_reply", 1, "ok"),
+        ("beam_functions", "double"),
+        ("beam_functions", ["double", 1]),
+    ],
+)
+def test_a_malformed_beam_frame_is_a_bad_request(sup, term):
+    sup.send_term((snakepit.Atom(term[0]), *term[1:]))
+    error = sup.orphan_errors.get(timeout=10)
+    assert error["kind"] == "bad_request"
+    assert sup.call("ask", "double", 2) == 4  # the announced list is unchanged
+
+
+def test_a_reply_for_an_unknown_ref_is_ignored(sup):
+    sup.send_term((snakepit.Atom("beam_reply"), 10**6, (snakepit.Atom("ok"), 1)))
+    assert sup.call("ask", "double", 2) == 4
