@@ -5,7 +5,7 @@
 #     taskset -c 0 mix run ../benchmarks/bench_beam_call.exs          # pinned to one core
 #     mix run ../benchmarks/bench_beam_call.exs --json                 # JSON on the last line
 #
-# Each round times #{@calls} round trips of each kind, one at a time:
+# Each round times 2 000 round trips of each kind, one at a time:
 #   - supervisor -> worker: `Snakepit.Worker.call(w, %{method: "echo", args: [i]})`,
 #     timed in the BEAM around each call;
 #   - worker -> supervisor: `snakepit.beam.call("echo", i)` inside one Python
@@ -82,14 +82,13 @@ defmodule BenchBeamCall do
     )
 
     if json? do
-      IO.puts(
-        :json_like
-        |> then(fn _ ->
-          "{\"ratio\": {\"min\": #{rmin}, \"median\": #{rmed}, \"max\": #{rmax}}, \"rounds\": [" <>
-            Enum.map_join(rounds, ", ", fn r ->
-              "{\"small_us\": #{r.small_us}, \"beam_us\": #{r.beam_us}, \"ratio\": #{r.ratio}}"
-            end) <> "]}"
+      rows =
+        Enum.map_join(rounds, ", ", fn r ->
+          ~s({"small_us": #{r.small_us}, "beam_us": #{r.beam_us}, "ratio": #{r.ratio}})
         end)
+
+      IO.puts(
+        ~s({"ratio": {"min": #{rmin}, "median": #{rmed}, "max": #{rmax}}, "rounds": [#{rows}]})
       )
     end
 
