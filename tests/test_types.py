@@ -359,3 +359,16 @@ def test_a_type_with_its_own_hooks_goes_both_ways(rich: Any) -> None:
     assert "argument 'm' must be {amount :: String.t(), currency :: String.t()}" in str(info.value)
     methods = {m["name"]: m for m in rich.describe()["methods"]}
     assert methods["fee"]["params"][0]["type"] == "{amount :: String.t(), currency :: String.t()}"
+
+
+def test_the_embeddings_example_returns_numpy_results_as_terms() -> None:
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "embeddings_worker.py")
+    with FakeSupervisor(example, record=False) as sup:
+        vectors = sup.call("embed", ["a good movie", "a bad plot"])
+        assert vectors[Atom("type")] == ("f", 32) and vectors[Atom("shape")] == (2, 8)
+        added = sup.call("add", ["a good movie", "a bad plot"])
+        assert added["count"] == 2 and added["updated"].tzinfo is dt.timezone.utc
+        first = to_array(vectors)[0]
+        best = sup.call("search", first, 1)  # a tensor as the query (numpy encodes as one)
+        assert best == sup.call("search", first.tolist(), 1)  # or a list of floats
+        assert best[0]["index"] == 0 and best[0]["text"] == "a good movie"
