@@ -25,7 +25,9 @@
 # start: a pool of 4 (the stdlib-only getting-started worker) from
 # `Snakepit.Pool.start_link/1` to its first answer, median of `--starts`;
 # against the floor: 4 raw echo processes opened at once, until each has
-# echoed one frame. Not a test: nothing here asserts.
+# echoed one frame; and, to tell the pool's share from Python's, 4 bare Ports
+# to the same snakepit worker opened at once, until each has answered a call.
+# Not a test: nothing here asserts.
 
 Logger.configure(level: :critical)
 Code.require_file("bench_support.exs", __DIR__)
@@ -238,14 +240,21 @@ defmodule BenchPool do
     t
   end
 
-  defp open_raw(python) do
+  defp open_raw(python), do: open_port(python, [@echo_py])
+
+  defp open_port(python, args) do
     Port.open({:spawn_executable, python}, [
       :binary,
       {:packet, 4},
       :exit_status,
       :nouse_stdio,
-      args: [@echo_py]
+      args: args
     ])
+  end
+
+  defp unzip3(triples) do
+    {Enum.map(triples, &elem(&1, 0)), Enum.map(triples, &elem(&1, 1)),
+     Enum.map(triples, &elem(&1, 2))}
   end
 
   # ------------------------------------------------------------ start
@@ -254,14 +263,17 @@ defmodule BenchPool do
     IO.puts("start: a pool of 4 from start_link to its first answer, median of #{n}")
     # one of each first, unmeasured (file caches)
     pool_first_answer(python, 0)
-    raw4_first_answers(python)
+    raw4_first_answers(python, [@echo_py])
+    raw4_first_answers(python, ["-m", "snakepit_py", "worker", @start_py])
 
     samples =
       for i <- 1..n do
-        {pool_first_answer(python, i), raw4_first_answers(python)}
+        {pool_first_answer(python, i), raw4_first_answers(python, [@echo_py]),
+         raw4_first_answers(python, ["-m", "snakepit_py", "worker", @start_py])}
       end
 
-    {pool, raw} = Enum.unzip(samples)
+    {pool, raw, bare} = unzip3(samples)
+    samples = Enum.zip(pool, raw)
     ms = fn us -> fmt(us / 1000) end
     {lo, mid, hi} = spread(pool)
     {rlo, rmid, rhi} = spread(raw)
@@ -269,6 +281,12 @@ defmodule BenchPool do
 
     IO.puts(
       "  4 raw echoes opened at once, each echoed once   #{ms.(rmid)} ms (min #{ms.(rlo)}, max #{ms.(rhi)})"
+    )
+
+    {blo, bmid, bhi} = spread(bare)
+
+    IO.puts(
+      "  4 bare Ports to the worker, each answered once  #{ms.(bmid)} ms (min #{ms.(blo)}, max #{ms.(bhi)})"
     )
 
     diffs = for {p, r} <- samples, do: (p - r) / 1000
@@ -292,11 +310,20 @@ defmodule BenchPool do
     us
   end
 
-  defp raw4_first_answers(python) do
+  # 4 Ports opened at once; each sent one call (after its :ready, for a
+  # worker: a raw echo has none); until all have answered.
+  defp raw4_first_answers(python, args) do
+    call = :erlang.term_to_binary({:call, 1, "add", [1, 2], %{}, %{meta: %{}}})
+    worker? = args != [@echo_py]
     t0 = System.monotonic_time(:microsecond)
-    ports = for _ <- 1..4, do: open_raw(python)
-    Enum.each(ports, &Port.command(&1, "ping"))
-    for port <- ports, do: receive(do: ({^port, {:data, "ping"}} -> :ok))
+    ports = for _ <- 1..4, do: open_port(python, args)
+
+    for port <- ports do
+      if worker?, do: receive(do: ({^port, {:data, _ready}} -> :ok))
+      Port.command(port, call)
+    end
+
+    for port <- ports, do: receive(do: ({^port, {:data, _answer}} -> :ok))
     us = System.monotonic_time(:microsecond) - t0
 
     for port <- ports do
