@@ -68,8 +68,10 @@ def _with_thread_hooks(run: Callable[[Any], None], arg: Any) -> None:
     set: hence a wrapper around ``run``.)
     """
     threading = sys.modules.get("threading")
-    if threading is not None:
-        trace, profile = threading.gettrace(), threading.getprofile()
+    # (hasattr: another thread may be importing it right now, e.g. at shutdown,
+    # and a module half imported has set no hooks yet)
+    if hasattr(threading, "gettrace") and hasattr(threading, "getprofile"):
+        trace, profile = threading.gettrace(), threading.getprofile()  # type: ignore[union-attr]
         if trace is not None:
             sys.settrace(trace)
         if profile is not None:

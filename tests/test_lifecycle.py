@@ -205,3 +205,36 @@ def test_ready_means_ready_the_first_call_waits_for_no_set_up(tmp_path):
             assert sup.call("subreaper") == 1
     finally:
         sup.close()
+
+
+def test_a_worker_told_to_stop_as_it_starts_starts_every_thread_cleanly(tmp_path):
+    # Given workers that import nothing (so shutdown is the first to import
+    # `threading`, while the reading threads are still starting), whose input
+    # ends right after :ready
+    import subprocess
+    import sys
+
+    from snakepit_py.codec import etf
+
+    target = tmp_path / "bare_worker.py"
+    target.write_text("def add(a, b):\n    return a + b\n")
+    for _ in range(10):
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakepit_py", "worker", str(target),
+             "--fd", f"{to_r},{from_w}"],
+            pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(to_r)
+        os.close(from_w)
+        head = os.read(from_r, 4)
+        ready = etf.decode(os.read(from_r, int.from_bytes(head, "big")))
+        assert ready[0] == "ready"
+        # When the input ends at once
+        os.close(to_w)
+        _, err = proc.communicate(timeout=10)
+        os.close(from_r)
+        # Then it exits cleanly, no thread of it having died on a half-imported module
+        assert proc.returncode == 0
+        assert b"Exception ignored" not in err, err.decode(errors="replace")
