@@ -1,7 +1,8 @@
 defmodule Snakepit.Worker.Launch do
   @moduledoc false
   # The command that starts one Python worker process from a worker's
-  # options: `python -m snakepit_py worker TARGET --flags... [-- own args]`.
+  # options: what `python -m snakepit_py worker TARGET --flags... [-- own
+  # args]` runs, as `python -c` (see @entry).
 
   alias Snakepit.OSProcess
 
@@ -9,6 +10,12 @@ defmodule Snakepit.Worker.Launch do
   # lists protocol 1.1's `features` in `:ready` only when told so, because a
   # 1.0 supervisor's `binary_to_term(_, [:safe])` would refuse their atoms.
   @protocol "1.1"
+
+  # `-m snakepit_py` without runpy: `-m` imports importlib.util, contextlib and
+  # collections before our first line, ~6 M instructions (~2 ms) of every
+  # worker's start (benchmarks/bench_beam.exs). sys.path and the rest are as
+  # with `-m`; only sys.argv[0] is "-c".
+  @entry "from snakepit_py.cli import main; raise SystemExit(main())"
 
   @doc "Opens the Port running a fresh Python worker; its output goes to `log` unless nil."
   @spec open(keyword(), term(), String.t() | nil) :: port()
@@ -33,7 +40,7 @@ defmodule Snakepit.Worker.Launch do
         {key, value} -> [flag(key), to_string(value)]
       end)
 
-    ["-m", "snakepit_py", "worker", opts[:target]] ++ id_flag ++ flags ++ own_args
+    ["-c", @entry, "worker", opts[:target]] ++ id_flag ++ flags ++ own_args
   end
 
   defp flag(key), do: "--" <> String.replace(to_string(key), "_", "-")

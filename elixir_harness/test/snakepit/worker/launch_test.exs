@@ -15,14 +15,16 @@ defmodule Snakepit.Worker.LaunchTest do
           worker_args: ["--model", "gpt2"]
         )
 
-      assert Launch.argv(opts, "p-1") ==
-               ~w(-m snakepit_py worker w.py --worker-id p-1 --threads 2 --max-inflight 8 --debug
-                  -- --model gpt2)
+      assert ["-c", entry | rest] = Launch.argv(opts, "p-1")
+      assert entry == "from snakepit_py.cli import main; raise SystemExit(main())"
+
+      assert rest ==
+               ~w(worker w.py --worker-id p-1 --threads 2 --max-inflight 8 --debug -- --model gpt2)
     end
 
     test "no id, no options, no own args" do
       opts = Options.worker!(target: "pkg.mod:Worker", python: "py")
-      assert Launch.argv(opts, nil) == ~w(-m snakepit_py worker pkg.mod:Worker)
+      assert ["-c", _entry | ~w(worker pkg.mod:Worker)] = Launch.argv(opts, nil)
     end
   end
 end
