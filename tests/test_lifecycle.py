@@ -183,9 +183,10 @@ def test_ready_means_ready_the_first_call_waits_for_no_set_up(tmp_path):
     target.write_text(
         "import sys\n"
         "import snakepit_py as snakepit\n\n"
+        "BEFORE = set(sys.modules)  # (coverage, when it runs the tests, imports inspect)\n\n"
         "@snakepit.method\n"
         "def late_imports(a: int, b: str = 'x') -> list:\n"
-        "    return [m for m in ('inspect', 'ctypes') if m in sys.modules]\n\n"
+        "    return [m for m in ('inspect', 'ctypes') if m in sys.modules and m not in BEFORE]\n\n"
         "@snakepit.method\n"
         "def subreaper() -> int:\n"
         "    import ctypes\n"
