@@ -24,7 +24,25 @@ defmodule Snakepit.Options do
   ]
 
   @worker_known [:target, :worker_id, :name, :pool, :id | @worker_keys]
-  @pool_known [:name, :target, :size | @worker_keys]
+  # The pool's own options (docs/pool.md), with their defaults; nil: off.
+  @pool_defaults [
+    max_queue: 5_000,
+    queue_timeout: :infinity,
+    max_calls: nil,
+    max_calls_jitter: nil,
+    max_age: nil,
+    max_age_jitter: nil,
+    max_memory_mb: nil,
+    min_size: nil,
+    max_size: nil,
+    scale_up_wait: 100,
+    scale_down_idle: 30_000,
+    affinity_wait: :infinity,
+    circuit_breaker: nil,
+    events: []
+  ]
+
+  @pool_known [:name, :target, :size | Keyword.keys(@pool_defaults) ++ @worker_keys]
 
   @defaults [
     start_timeout: 10_000,
@@ -82,7 +100,97 @@ defmodule Snakepit.Options do
 
     # the workers' own options fail here, not inside the supervisor
     check_worker!(opts)
+    check_pool!(opts)
+    {lo, hi} = {opts[:min_size], opts[:max_size]}
+    # without :size, the default clamped to the bounds
+    size = Keyword.get(opts, :size, max(lo || 1, min(hi || size, size)))
+
+    unless (lo == nil or lo <= size) and (hi == nil or size <= hi),
+      do:
+        raise(
+          ArgumentError,
+          ":min_size <= :size <= :max_size must hold, got: " <>
+            inspect(min_size: lo, size: size, max_size: hi)
+        )
+
     Keyword.put(opts, :size, size)
+  end
+
+  @doc """
+  The pool's own settings (`:max_queue`, `:circuit_breaker`, ...) as a map,
+  defaults filled in from `opts` (checked by `pool!/1`): sizes default to
+  `:size`, jitters to a tenth of their limit.
+  """
+  @spec pool_config(keyword()) :: map()
+  def pool_config(opts) do
+    cfg = Map.new(@pool_defaults, fn {k, v} -> {k, Keyword.get(opts, k, v)} end)
+    size = opts[:size]
+
+    %{
+      cfg
+      | min_size: cfg.min_size || size,
+        max_size: cfg.max_size || size,
+        max_calls_jitter: cfg.max_calls_jitter || div(cfg.max_calls || 0, 10),
+        max_age_jitter: cfg.max_age_jitter || div(cfg.max_age || 0, 10),
+        circuit_breaker:
+          if(cfg.circuit_breaker, do: Keyword.merge([per_method: false], cfg.circuit_breaker)),
+        events: List.wrap(cfg.events)
+    }
+  end
+
+  defp check_pool!(opts) do
+    check!(opts, :max_queue, 0, [:infinity], "a non-negative integer or :infinity")
+
+    for key <- [:queue_timeout, :affinity_wait],
+        do: check!(opts, key, 0, [:infinity], "a non-negative integer or :infinity")
+
+    for key <- [:max_calls, :max_age, :max_memory_mb, :min_size, :max_size],
+        do: check!(opts, key, 1, [nil], "a positive integer or nil")
+
+    for key <- [:max_calls_jitter, :max_age_jitter],
+        do: check!(opts, key, 0, [nil], "a non-negative integer or nil")
+
+    check!(opts, :scale_up_wait, 0, [], "a non-negative integer")
+    check!(opts, :scale_down_idle, 1, [], "a positive integer")
+
+    case Keyword.get(opts, :circuit_breaker) do
+      nil ->
+        :ok
+
+      cb when is_list(cb) ->
+        unless Keyword.keyword?(cb) and
+                 Keyword.keys(cb) -- [:threshold, :window, :cooldown, :per_method] == [],
+               do:
+                 raise(
+                   ArgumentError,
+                   ":circuit_breaker takes threshold:, window:, cooldown:, per_method:, got: #{inspect(cb)}"
+                 )
+
+        for key <- [:threshold, :window, :cooldown],
+            do: check!(cb, key, 1, [], "a positive integer (in :circuit_breaker)")
+
+        unless Keyword.get(cb, :per_method, false) in [true, false],
+          do:
+            raise(
+              ArgumentError,
+              ":per_method must be a boolean, got: #{inspect(cb[:per_method])}"
+            )
+
+      other ->
+        raise ArgumentError,
+              ":circuit_breaker must be a keyword list like [threshold: 5, window: 10_000, cooldown: 5_000], got: #{inspect(other)}"
+    end
+
+    events = Keyword.get(opts, :events, [])
+
+    unless Enum.all?(List.wrap(events), &(is_pid(&1) or is_atom(&1))),
+      do:
+        raise(
+          ArgumentError,
+          ":events must be a pid, a name or a list of them, got: #{inspect(events)}"
+        )
+
+    :ok
   end
 
   defp keyword!(opts) do

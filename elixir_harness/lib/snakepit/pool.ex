@@ -7,11 +7,20 @@ defmodule Snakepit.Pool do
 
   Each call goes to a worker with room for it (the one with the fewest calls
   in flight, then the one used longest ago); when no worker has room it waits
-  in a FIFO queue. A worker whose Python process dies fails every call in
-  flight on it at once (`:worker_crashed`) and comes back by itself; the pool
-  routes around it meanwhile, and calls waiting in the queue go to the other
-  workers or to the replacement. A worker that stops answering its health
-  polls is killed and replaced the same way (`:worker_hung`).
+  in a FIFO queue of at most `:max_queue` calls. A worker whose Python process
+  dies fails every call in flight on it at once (`:worker_crashed`; a method
+  declared `idempotent=True` is retried once instead) and comes back by
+  itself; the pool routes around it meanwhile, and calls waiting in the queue
+  go to the other workers or to the replacement. A worker that stops
+  answering its health polls is killed and replaced the same way
+  (`:worker_hung`).
+
+  `docs/pool.md` describes every option, its default and its trade-off:
+  load shedding (`:max_queue`, `:queue_timeout`), recycling (`:max_calls`,
+  `:max_age`, `:max_memory_mb`), elastic size (`:min_size`, `:max_size`,
+  `:scale_up_wait`, `:scale_down_idle`), the circuit breaker
+  (`:circuit_breaker`), affinity spill (`:affinity_wait`), rolling reload
+  (`reload/2`) and `:events`.
 
   ## Calls at once
 
@@ -21,40 +30,37 @@ defmodule Snakepit.Pool do
   pool gives a worker a sync call while fewer than `threads` sync calls are in
   flight on it, and an async call while fewer than `max_inflight` calls are.
   So a worker started with the default `--threads 1` gets one sync call at a
-  time: a call never waits behind another inside a busy Python process while
-  another worker could run it. Until a new worker's catalogue has arrived
-  (just after `:ready`) it takes one call at a time.
-
-  `pipeline: n` lets up to `n` more sync calls wait inside each worker beyond
-  its `threads`: the Python process reads the next call while it answers the
-  one before, which for short calls is worth much more throughput than more
-  threads (see `docs/benchmarks.md`). The price: a call may then wait behind a
-  long one inside a worker while another worker is idle. Use it for short
-  calls of even length.
+  time. Until a new worker's catalogue has arrived (just after `:ready`) it
+  takes one call at a time. `pipeline: n` lets up to `n` more sync calls wait
+  inside each worker beyond its `threads` (more throughput for short calls; a
+  call may then wait behind a long one while another worker is idle).
 
   ## Affinity
 
-  `Snakepit.call(pool, request, affinity: key)` sends the call to a worker
-  whose Python side reported `key` as loaded — from a health poll (every
-  `:health_interval` ms) or a pushed `"loaded_models"` event — waiting for
-  that worker if it is busy. When no live worker has `key`, any worker takes
-  the call.
+  `Snakepit.call(pool, request, affinity: key)` sends the call to a ready
+  worker whose Python side reported `key` as loaded (a health poll or a
+  pushed `"loaded_models"` event), waiting for it when it is busy — for at
+  most `:affinity_wait` ms, after which any worker may take the call (and
+  load the model). When no worker holds `key`, the worker with the fewest
+  models loaded takes it.
 
   ## Options
 
     * `:name` (required) - the atom the pool is registered under
     * `:target` (required) - the worker TARGET, e.g. `"path/worker.py"`
-    * `:size` - number of Python processes (default: schedulers online)
-    * `:python` - the interpreter (see `Snakepit.Worker`)
-    * `:worker_opts` - CLI options for each Python worker, e.g. `[threads: 2]`
-    * `:pipeline` - sync calls a worker may hold beyond its `threads`
-      (default 0; see "Calls at once")
-    * `:worker_args` - strings after `--` for the worker's own code
-    * `:health_interval` - ms between each worker's health polls (default
-      5_000), or `nil` for none; also what hang detection counts in
-    * `:hung_after`, `:start_timeout`, `:shutdown_grace`, `:cancel_grace`,
-      `:stable_after`, `:restart_window`, `:output`, `:cd`, `:env` - passed to
-      every `Snakepit.Worker` (see its options)
+    * `:size` - Python processes to start with (default: schedulers online,
+      within `:min_size`..`:max_size`)
+    * `:python`, `:worker_opts`, `:worker_args`, `:health_interval`,
+      `:hung_after`, `:start_timeout`, `:shutdown_grace`, `:cancel_grace`,
+      `:stable_after`, `:restart_window`, `:output`, `:cd`, `:env`,
+      `:beam_functions` - passed to every `Snakepit.Worker`
+    * `:pipeline` - sync calls a worker may hold beyond its `threads` (default 0)
+    * `:max_queue` (5_000), `:queue_timeout` (`:infinity`), `:max_calls`,
+      `:max_calls_jitter`, `:max_age`, `:max_age_jitter`, `:max_memory_mb`
+      (all nil: off), `:min_size`, `:max_size` (both `:size`), `:scale_up_wait`
+      (100 ms), `:scale_down_idle` (30_000 ms), `:affinity_wait`
+      (`:infinity`), `:circuit_breaker` (nil: off), `:events` (`[]`) - see
+      `docs/pool.md`
 
   `start_link/1` returns once every worker is ready, or
   `{:error, %Snakepit.Error{kind: :start_failed}}` if one could not start.
@@ -63,7 +69,7 @@ defmodule Snakepit.Pool do
   use GenServer
 
   alias Snakepit.{Call, Error, Options, Worker}
-  alias Snakepit.Pool.Queue
+  alias Snakepit.Pool.{Breakers, Events, Members, Queue, Tree}
 
   @type name :: atom()
 
@@ -83,7 +89,7 @@ defmodule Snakepit.Pool do
     opts = opts |> Options.pool!() |> Keyword.put(:pipeline, pipeline)
     start_timeout = Keyword.get(opts, :start_timeout, Options.default(:start_timeout))
 
-    with {:ok, sup} <- Supervisor.start_link(__MODULE__.Tree, opts) do
+    with {:ok, sup} <- Supervisor.start_link(Tree, opts) do
       case await_ready(opts[:name], start_timeout + 2_000) do
         :ok ->
           {:ok, sup}
@@ -127,12 +133,38 @@ defmodule Snakepit.Pool do
   end
 
   @doc """
-  Pool statistics: `workers`, `ready`, `busy` (workers with at least one call
-  in flight), `idle` (ready, none in flight), `down`, `inflight` (calls in
-  flight), `queue_depth`, `avg_queue_time_ms` (over every call dispatched),
-  `served`, `restarts` and `worker_details` (one map per worker: `worker_id`,
-  `os_pid`, `guard_pid`, `status` (`:idle`, `:busy` or `:down`), `inflight`,
-  `threads`, `max_inflight`, `served`, `loaded_models`).
+  Replaces every worker, one at a time, with a fresh Python process (which
+  imports the TARGET anew): a replacement is started first, the old worker
+  takes no new call once it is ready, finishes the calls it has and is
+  stopped. No call fails because of it and the ready workers never drop
+  below the pool's target size. Returns `:ok` once every worker that was
+  there (or starting) when it was called has been replaced; `stats/1` shows
+  the progress (`reload`).
+  """
+  @spec reload(name(), timeout()) :: :ok | {:error, Error.t()}
+  def reload(pool, timeout \\ :infinity) do
+    GenServer.call(pool, :reload, timeout)
+  catch
+    :exit, {:timeout, _} ->
+      {:error, Error.new(:timeout, "reload not finished within #{timeout} ms")}
+  end
+
+  @doc """
+  Pool statistics: `workers` (the target size), `target_size`,
+  `actual_size` (workers not being retired), `min_size`, `max_size`,
+  `last_scaled` (nil, or `%{from, to, why, ago_ms}`), `ready`, `busy`
+  (workers with at least one call in flight), `idle`, `down`, `draining`
+  (workers being retired), `inflight`, `queue_depth`, `max_queue`,
+  `avg_queue_time_ms` (over every call dispatched), `served`, `restarts`,
+  `shed` (calls refused `:overloaded`), `queue_timeouts`, `retried`,
+  `recycled` (workers replaced for `:max_calls`, `:max_age`,
+  `:max_memory_mb`), `circuit` (`:closed`, `:open` or `:half_open`; the
+  pool's), `circuits` (per method, with `per_method: true`), `reload` (nil, or
+  `%{in_progress, done, total}`) and `worker_details` (one map per worker:
+  `worker_id`, `os_pid`, `guard_pid`, `status` (`:idle`, `:busy`, `:down` or
+  `:draining`), `inflight`, `threads`, `max_inflight`, `served`,
+  `loaded_models`, `memory_mb` (with `:max_memory_mb`), `due` (why it will be
+  replaced, or nil)).
   """
   @spec stats(name()) :: map()
   def stats(pool), do: GenServer.call(pool, :stats)
@@ -145,22 +177,49 @@ defmodule Snakepit.Pool do
 
   @impl true
   def init({opts, sup}) do
-    {:ok,
-     %{
-       name: opts[:name],
-       sup: sup,
-       size: opts[:size],
-       pipeline: opts[:pipeline],
-       workers: %{},
-       calls: %{},
-       queue: Queue.new(),
-       clock: 0,
-       dispatched: 0,
-       queue_time_us: 0,
-       restarts: 0,
-       start_error: nil,
-       ready_waiters: []
-     }}
+    cfg = Options.pool_config(opts)
+
+    state = %{
+      name: opts[:name],
+      sup: sup,
+      opts: opts,
+      cfg: cfg,
+      size: opts[:size],
+      pipeline: opts[:pipeline],
+      workers: %{},
+      calls: %{},
+      queue: Queue.new(),
+      qlen: 0,
+      # monitors of the callers of queued calls: mon => ref
+      waiting: %{},
+      qtimer: nil,
+      clock: 0,
+      dispatched: 0,
+      queue_time_us: 0,
+      max_wait_us: 0,
+      restarts: 0,
+      start_error: nil,
+      ready_waiters: [],
+      # membership: the static children are pending until seen
+      target: opts[:size],
+      pending: opts[:size],
+      census: false,
+      next_n: opts[:size] + 1,
+      last_scaled: nil,
+      last_up: nil,
+      generation: 0,
+      reload: nil,
+      breaker: Breakers.new(cfg.circuit_breaker),
+      shed: 0,
+      queue_timeouts: 0,
+      retried: 0,
+      recycled: 0
+    }
+
+    Tree.census(sup)
+    schedule_tick(state)
+    schedule_memory(state)
+    {:ok, state}
   end
 
   @impl true
@@ -175,63 +234,98 @@ defmodule Snakepit.Pool do
   def handle_call(:workers, _from, state), do: {:reply, Map.keys(state.workers), state}
   def handle_call(:supervisor, _from, state), do: {:reply, state.sup, state}
 
+  def handle_call(:reload, from, state) do
+    gen = state.generation + 1
+
+    workers =
+      Map.new(state.workers, fn
+        {pid, %{retiring: nil} = w} -> {pid, %{w | due: w.due || :reload}}
+        other -> other
+      end)
+
+    old = Enum.count(workers, fn {_, w} -> w.gen < gen end)
+    waiters = if state.reload, do: state.reload.waiters, else: []
+
+    reload = %{
+      gen: gen,
+      total: old + state.pending,
+      stale_pending: state.pending,
+      waiters: [from | waiters]
+    }
+
+    state = %{state | generation: gen, workers: workers, reload: reload}
+    {:noreply, state |> reconcile() |> reload_progress()}
+  end
+
   @impl true
+  def handle_info({:"$snakepit_call", call}, %{breaker: nil} = state),
+    do: route(%{call | pool: state.name}, state)
+
   def handle_info({:"$snakepit_call", call}, state) do
     call = %{call | pool: state.name}
 
-    case Queue.pick(call, state.workers) do
-      nil ->
-        call = %{call | queued_at: System.monotonic_time(:microsecond)}
-        {:noreply, %{state | queue: Queue.push(state.queue, call)}}
+    case Breakers.admit(call, state, Call.now_ms()) do
+      {:ok, state} ->
+        route(call, state)
 
-      worker ->
-        {:noreply, dispatch(call, worker, state)}
+      {:refuse, error, state} ->
+        Call.reply(call, {:error, error})
+        {:noreply, state}
     end
   end
 
-  def handle_info({:"$snakepit_checkin", pid, ref}, state) do
-    with %{^pid => w} <- state.workers,
-         {:ok, w} <- Queue.remove(w, ref) do
-      w = %{w | served: w.served + 1}
+  def handle_info({:"$snakepit_checkin", pid, ref}, state), do: checkin(pid, ref, nil, state)
 
-      state = %{
-        state
-        | workers: %{state.workers | pid => w},
-          calls: Map.delete(state.calls, ref)
-      }
-
-      {:noreply, serve_queue(pid, state)}
-    else
-      _ -> {:noreply, state}
-    end
-  end
+  def handle_info({:"$snakepit_checkin", pid, ref, kind}, state),
+    do: checkin(pid, ref, kind, state)
 
   def handle_info({:"$snakepit_cancel", ref}, state) do
     case state.calls do
       %{^ref => pid} ->
         send(pid, {:"$snakepit_cancel", ref})
+
+        state =
+          if state.breaker,
+            do: Breakers.caller_gave_up(ref, state, Call.now_ms()),
+            else: state
+
         {:noreply, state}
 
       _ ->
         {cancelled, queue} = Queue.cancel(state.queue, ref)
+        state = Enum.reduce(cancelled, %{state | queue: queue}, &dequeued/2)
         err = Error.new(:cancelled, "cancelled while waiting for a worker")
         Enum.each(cancelled, &Call.reply(&1, {:error, err}))
-        {:noreply, %{state | queue: queue}}
+        {:noreply, Breakers.release(ref, state)}
     end
   end
 
   def handle_info({:"$snakepit_ready", pid, info}, state) do
-    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid, state) end)
+    {w, state} = known(pid, state)
     # a fresh process: nothing of the old one is in flight (its :down said so)
     state = %{state | calls: Map.drop(state.calls, Map.keys(w.inflight))}
+    now = Call.now_ms()
+    cfg = state.cfg
 
     w =
-      %{w | status: :ready, inflight: %{}, sync: 0, ever_ready: true}
+      %{
+        w
+        | status: if(w.retiring, do: :draining, else: :ready),
+          inflight: %{},
+          sync: 0,
+          ever_ready: true,
+          born: now,
+          idle_since: nil,
+          # a new process: the old one's reasons to be replaced are gone
+          due: if(w.gen < state.generation, do: :reload),
+          limit: limit(w.served, cfg.max_calls, cfg.max_calls_jitter),
+          expires: limit(now, cfg.max_age, cfg.max_age_jitter)
+      }
       |> Map.merge(Map.take(info, [:worker_id, :os_pid, :guard_pid]))
 
     ask_capacity(pid)
     state = %{state | workers: Map.put(state.workers, pid, w)}
-    state = answer_ready_waiters(state)
+    state = state |> answer_ready_waiters() |> reconcile()
     {:noreply, serve_queue(pid, state)}
   end
 
@@ -239,6 +333,8 @@ defmodule Snakepit.Pool do
     case state.workers do
       %{^pid => w} ->
         w = Queue.capacity(w, ready, methods)
+        idem = for %{name: name, idempotent: true} <- methods, into: %{}, do: {name, true}
+        w = %{w | idempotent: idem}
         {:noreply, serve_queue(pid, %{state | workers: %{state.workers | pid => w}})}
 
       _ ->
@@ -247,23 +343,29 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_start_failed", pid, error}, state) do
-    w = Map.get_lazy(state.workers, pid, fn -> new_worker(pid, state) end)
+    {w, state} = known(pid, state)
     state = %{state | workers: Map.put(state.workers, pid, %{w | status: :down})}
-
+    state = if state.breaker, do: Breakers.start_failed(state, Call.now_ms()), else: state
     state = if w.ever_ready, do: state, else: answer_ready_waiters(%{state | start_error: error})
-
-    {:noreply, state}
+    {:noreply, maybe_stop(pid, state)}
   end
 
   # The worker has already answered every call in flight on it (`:worker_crashed`,
-  # `:worker_hung`, ...); calls it is sent from now on come back as requeues.
+  # `:worker_hung`, ...) but those it handed back for a retry; calls it is sent
+  # from now on come back as requeues.
   def handle_info({:"$snakepit_down", pid, _error}, state) do
     case state.workers do
       %{^pid => w} ->
-        calls = Map.drop(state.calls, Map.keys(w.inflight))
+        refs = Map.keys(w.inflight)
+
+        state =
+          if state.breaker, do: Breakers.worker_down(refs, state, Call.now_ms()), else: state
+
+        calls = Map.drop(state.calls, refs)
         w = %{w | status: :down, inflight: %{}, sync: 0, models: MapSet.new()}
         state = %{state | workers: %{state.workers | pid => w}, calls: calls}
-        {:noreply, serve_all(%{state | restarts: state.restarts + 1})}
+        state = maybe_stop(pid, %{state | restarts: state.restarts + 1})
+        {:noreply, serve_all(state)}
 
       _ ->
         {:noreply, state}
@@ -271,22 +373,15 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info({:"$snakepit_requeue", pid, call}, state) do
-    state =
-      with %{^pid => w} <- state.workers,
-           {:ok, w} <- Queue.remove(w, call.ref) do
-        %{state | workers: %{state.workers | pid => %{w | status: :down}}}
-      else
-        _ -> state
-      end
+    {:noreply, state |> hand_back(pid, call) |> serve_all()}
+  end
 
-    state = %{
-      state
-      | calls: Map.delete(state.calls, call.ref),
-        queue:
-          Queue.requeue(state.queue, %{call | queued_at: System.monotonic_time(:microsecond)})
-    }
-
-    {:noreply, serve_all(state)}
+  # An idempotent call whose worker crashed before answering: once more, elsewhere.
+  def handle_info({:"$snakepit_retry", pid, call, _error}, state) do
+    state = if state.breaker, do: Breakers.retried(call, state, Call.now_ms()), else: state
+    call = Map.merge(call, %{retry: false, retried: true})
+    state = hand_back(pid, call, state)
+    {:noreply, serve_all(%{state | retried: state.retried + 1})}
   end
 
   def handle_info({:"$snakepit_models", pid, models}, state) do
@@ -300,24 +395,166 @@ defmodule Snakepit.Pool do
     end
   end
 
-  def handle_info({:DOWN, _mref, :process, pid, reason}, state) do
-    # The worker GenServer itself died (not just its Python process).
-    case Map.pop(state.workers, pid) do
-      {nil, _} ->
-        {:noreply, state}
+  def handle_info(:"$snakepit_qexpire", state), do: {:noreply, expire_queue(state)}
 
-      {w, workers} ->
-        refs = Map.keys(w.inflight)
-        error = Call.down_error(pid, reason)
-        Enum.each(refs, &Call.reply(%{ref: &1}, {:error, error}))
-        calls = Map.drop(state.calls, refs)
-        {:noreply, serve_all(%{state | workers: workers, calls: calls})}
+  # An affinity call waited :affinity_wait for its busy holder: any worker may take it.
+  def handle_info({:"$snakepit_spill", ref}, state) do
+    case Queue.update(state.queue, ref, &Queue.spill/1) do
+      {nil, _} -> {:noreply, state}
+      {_call, queue} -> {:noreply, serve_all(%{state | queue: queue})}
+    end
+  end
+
+  def handle_info(:"$snakepit_tick", state) do
+    schedule_tick(state)
+    {:noreply, state |> tick(Call.now_ms()) |> reconcile() |> serve_all()}
+  end
+
+  def handle_info(:"$snakepit_memory_tick", state) do
+    schedule_memory(state)
+    pool = self()
+
+    for {pid, %{status: :ready, retiring: nil}} <- state.workers do
+      spawn(fn ->
+        case Worker.health_check(pid, 5_000) do
+          {:ok, %{memory_mb: mb}} when is_number(mb) -> send(pool, {:"$snakepit_memory", pid, mb})
+          _ -> :ok
+        end
+      end)
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info({:"$snakepit_memory", pid, mb}, state) do
+    case state.workers do
+      %{^pid => w} ->
+        due =
+          if w.due == nil and w.retiring == nil and mb > state.cfg.max_memory_mb,
+            do: :max_memory,
+            else: w.due
+
+        state = %{state | workers: %{state.workers | pid => %{w | memory_mb: mb, due: due}}}
+        {:noreply, if(due != w.due, do: reconcile(state), else: state)}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:"$snakepit_census", count, highest}, state) do
+    state = %{
+      state
+      | census: true,
+        pending: max(count - map_size(state.workers), 0),
+        next_n: max(state.next_n, highest + 1)
+    }
+
+    {:noreply, reconcile(state)}
+  end
+
+  def handle_info({:"$snakepit_child", :start_failed, _reason}, state) do
+    {:noreply, %{state | pending: max(state.pending - 1, 0)}}
+  end
+
+  def handle_info({:DOWN, mon, :process, pid, reason}, state) do
+    case Map.pop(state.waiting, mon) do
+      {nil, _} -> {:noreply, worker_gone(pid, reason, state)}
+      # the caller of a queued call died: its call leaves the queue
+      {ref, _} -> {:noreply, caller_gone(ref, state)}
     end
   end
 
   def handle_info(_other, state), do: {:noreply, state}
 
   # --------------------------------------------------------------- routing
+
+  defp route(call, state) do
+    case Queue.pick(call, state.workers) do
+      nil -> {:noreply, enqueue(call, state)}
+      worker -> {:noreply, dispatch(call, worker, state)}
+    end
+  end
+
+  defp enqueue(call, %{qlen: n, cfg: %{max_queue: max}} = state) when n >= max do
+    details = %{queue_depth: n, max_queue: max}
+    msg = "the pool's queue is full (#{n} calls waiting, max_queue: #{max})"
+    Call.reply(call, {:error, Error.new(:overloaded, msg, details: details)})
+    Breakers.release(call.ref, %{state | shed: state.shed + 1})
+  end
+
+  defp enqueue(call, state) do
+    call = %{call | queued_at: System.monotonic_time(:microsecond)}
+
+    if call.affinity != nil and state.cfg.affinity_wait != :infinity,
+      do: Process.send_after(self(), {:"$snakepit_spill", call.ref}, state.cfg.affinity_wait)
+
+    queued(Queue.push(state.queue, watch(call)), call, state)
+  end
+
+  # Calls waiting are watched: a caller that dies leaves the queue at once.
+  defp watch(call), do: Map.put(call, :mon, Process.monitor(call.caller))
+
+  defp queued(queue, call, state) do
+    state = %{
+      state
+      | queue: queue,
+        qlen: state.qlen + 1,
+        waiting: Map.put(state.waiting, Map.get(call, :mon), call.ref)
+    }
+
+    arm_expiry(state)
+  end
+
+  defp dequeued(call, state) do
+    mon = Map.get(call, :mon)
+    if mon, do: Process.demonitor(mon, [:flush])
+    %{state | qlen: state.qlen - 1, waiting: Map.delete(state.waiting, mon)}
+  end
+
+  defp caller_gone(ref, state) do
+    {gone, queue} = Queue.cancel(state.queue, ref)
+    state = Enum.reduce(gone, %{state | queue: queue}, &dequeued/2)
+    Breakers.release(ref, state)
+  end
+
+  # A call a worker handed back (it went down first) goes to the front.
+  defp hand_back(pid, call, state) do
+    state =
+      with %{^pid => w} <- state.workers,
+           {:ok, w} <- Queue.remove(w, call.ref) do
+        maybe_stop(pid, %{state | workers: %{state.workers | pid => %{w | status: :down}}})
+      else
+        _ -> state
+      end
+
+    call = watch(%{call | queued_at: System.monotonic_time(:microsecond)})
+    state = %{state | calls: Map.delete(state.calls, call.ref)}
+    queued(Queue.requeue(state.queue, call), call, state)
+  end
+
+  defp checkin(pid, ref, kind, state) do
+    with %{^pid => w} <- state.workers,
+         {:ok, w} <- Queue.remove(w, ref) do
+      w = %{w | served: w.served + 1}
+
+      state = %{
+        state
+        | workers: %{state.workers | pid => w},
+          calls: Map.delete(state.calls, ref)
+      }
+
+      state = if state.breaker, do: Breakers.outcome(ref, kind, state, Call.now_ms()), else: state
+
+      cond do
+        w.served == w.limit -> {:noreply, serve_queue(pid, make_due(pid, :max_calls, state))}
+        w.status == :draining -> {:noreply, maybe_stop(pid, state)}
+        true -> {:noreply, serve_queue(pid, state)}
+      end
+    else
+      _ -> {:noreply, state}
+    end
+  end
 
   defp new_worker(pid, state) do
     Process.monitor(pid)
@@ -327,13 +564,51 @@ defmodule Snakepit.Pool do
       os_pid: nil,
       guard_pid: nil,
       served: 0,
-      ever_ready: false
+      ever_ready: false,
+      retiring: nil,
+      stopping: false,
+      due: nil,
+      born: nil,
+      gen: state.generation,
+      limit: nil,
+      expires: nil,
+      idle_since: nil,
+      tick_served: 0,
+      memory_mb: nil,
+      idempotent: %{}
     })
   end
 
+  # The worker `pid`, met now for the first time if need be: one of the
+  # workers asked for (pending) has shown up.
+  defp known(pid, state) do
+    case state.workers do
+      %{^pid => w} ->
+        {w, state}
+
+      _ ->
+        w = new_worker(pid, state)
+        state = %{state | pending: max(state.pending - 1, 0)}
+
+        # asked for before a reload began: it may run the old code
+        case state.reload do
+          %{stale_pending: n} = r when n > 0 ->
+            w = %{w | gen: state.generation - 1, due: :reload}
+            {w, %{state | reload: %{r | stale_pending: n - 1}}}
+
+          _ ->
+            {w, state}
+        end
+    end
+  end
+
+  defp limit(_base, nil, _jitter), do: nil
+  defp limit(base, n, jitter), do: base + Members.jittered(n, jitter)
+
   # How many calls the worker takes at once comes from its ready info and its
-  # catalogue (which methods are async). Both are asked for off the pool's
-  # process; until the answer comes, the worker takes one call at a time.
+  # catalogue (which methods are async, which idempotent). Both are asked for
+  # off the pool's process; until the answer comes, the worker takes one call
+  # at a time.
   defp ask_capacity(pid) do
     pool = self()
 
@@ -351,35 +626,47 @@ defmodule Snakepit.Pool do
   end
 
   defp dispatch(call, pid, state) do
+    w = state.workers[pid]
+    call = if map_size(w.idempotent) > 0, do: retry_mark(call, w), else: call
     send(pid, {:"$snakepit_call", call})
     # a call dispatched as it arrives never waited (and costs no clock read)
     waited = if call.queued_at, do: System.monotonic_time(:microsecond) - call.queued_at, else: 0
 
-    w = state.workers[pid]
     w = %{Queue.add(w, call, Queue.kind(w, call.method)) | last_used: state.clock + 1}
 
-    %{
+    state = %{
       state
       | workers: %{state.workers | pid => w},
         calls: Map.put(state.calls, call.ref, pid),
         clock: state.clock + 1,
         dispatched: state.dispatched + 1,
-        queue_time_us: state.queue_time_us + waited
+        queue_time_us: state.queue_time_us + waited,
+        max_wait_us: max(state.max_wait_us, waited)
     }
+
+    if state.breaker, do: Breakers.dispatched(call, state), else: state
+  end
+
+  # An idempotent method's call, not a stream, not retried yet: the worker
+  # hands it back for one more try if its process dies before answering.
+  defp retry_mark(call, w) do
+    if Map.has_key?(w.idempotent, call.method) and not call.stream and
+         not Map.get(call, :retried, false),
+       do: Map.put(call, :retry, true),
+       else: call
   end
 
   # Give worker `pid` the queued calls it has room for and may take, first come first.
   defp serve_queue(pid, state) do
-    # Most checkins find nothing waiting: that costs one check here, not a
-    # call into Queue (a Queue.t() is an Erlang :queue).
-    if :queue.is_empty(state.queue) do
+    # Most checkins find nothing waiting: that costs one check here.
+    if state.qlen == 0 do
       state
     else
       w = state.workers[pid]
 
       with true <- w != nil and Queue.room_for_any?(w),
            {call, queue} <- Queue.take(state.queue, w, state.workers) do
-        state = %{state | queue: queue}
+        state = dequeued(call, %{state | queue: queue})
         # a caller that died while queued no longer wants its call run
         state = if Process.alive?(call.caller), do: dispatch(call, pid, state), else: state
         serve_queue(pid, state)
@@ -393,7 +680,7 @@ defmodule Snakepit.Pool do
   # down or came back, a call was handed back, models moved): every queued
   # call, first come first, goes where it may go now, or stays queued.
   defp serve_all(state) do
-    if :queue.is_empty(state.queue) do
+    if state.qlen == 0 do
       state
     else
       {state, kept} =
@@ -401,14 +688,222 @@ defmodule Snakepit.Pool do
         |> :queue.to_list()
         |> Enum.reduce({state, []}, fn call, {state, kept} ->
           cond do
-            not Process.alive?(call.caller) -> {state, kept}
-            pid = Queue.pick(call, state.workers) -> {dispatch(call, pid, state), kept}
-            true -> {state, [call | kept]}
+            not Process.alive?(call.caller) ->
+              {dequeued(call, state), kept}
+
+            pid = Queue.pick(call, state.workers) ->
+              {dispatch(call, pid, dequeued(call, state)), kept}
+
+            true ->
+              {state, [call | kept]}
           end
         end)
 
       %{state | queue: :queue.from_list(Enum.reverse(kept))}
     end
+  end
+
+  # ----------------------------------------------------- queue timeouts
+
+  defp arm_expiry(%{qtimer: nil, cfg: %{queue_timeout: qt}} = state) when is_integer(qt),
+    do: %{state | qtimer: Process.send_after(self(), :"$snakepit_qexpire", qt)}
+
+  defp arm_expiry(state), do: state
+
+  defp expire_queue(%{cfg: %{queue_timeout: qt}} = state) do
+    now = System.monotonic_time(:microsecond)
+    {expired, queue, oldest} = Queue.expire(state.queue, now - qt * 1_000)
+    state = Enum.reduce(expired, %{state | queue: queue, qtimer: nil}, &dequeued/2)
+
+    state =
+      Enum.reduce(expired, state, fn call, state ->
+        waited = div(now - call.queued_at, 1_000)
+
+        error =
+          Error.new(:queue_timeout, "waited #{waited} ms for a worker (queue_timeout: #{qt} ms)",
+            details: %{waited_ms: waited, queue_timeout: qt}
+          )
+
+        Call.reply(call, {:error, error})
+        Breakers.release(call.ref, state)
+      end)
+
+    state = %{state | queue_timeouts: state.queue_timeouts + length(expired)}
+
+    # the next look: when the oldest left is due (at least 10 ms on: batches)
+    if oldest do
+      delay = max(div(oldest + qt * 1_000 - now, 1_000) + 1, 10)
+      %{state | qtimer: Process.send_after(self(), :"$snakepit_qexpire", delay)}
+    else
+      state
+    end
+  end
+
+  # ------------------------------------------------------------ membership
+
+  defp make_due(pid, reason, state) do
+    case state.workers do
+      %{^pid => %{due: nil, retiring: nil} = w} ->
+        reconcile(%{state | workers: %{state.workers | pid => %{w | due: reason}}})
+
+      _ ->
+        state
+    end
+  end
+
+  # Retire and start workers as `Members.plan/3` says (after the census).
+  defp reconcile(%{census: false} = state), do: state
+
+  defp reconcile(state) do
+    {retire, start} = Members.plan(state.workers, state.pending, state.target)
+    state = Enum.reduce(retire, state, fn {pid, reason}, state -> retire(pid, reason, state) end)
+
+    Enum.reduce(List.duplicate(:start, start), state, fn :start, state ->
+      Tree.start_worker(state.sup, state.opts, state.next_n)
+      %{state | next_n: state.next_n + 1, pending: state.pending + 1}
+    end)
+  end
+
+  defp retire(pid, reason, state) do
+    w = state.workers[pid]
+    Events.emit(state.name, state.cfg.events, {:retiring, w.worker_id, reason})
+    status = if w.status == :ready, do: :draining, else: w.status
+    recycled = if reason in Members.recycle_reasons(), do: 1, else: 0
+
+    state = %{
+      state
+      | workers: %{state.workers | pid => %{w | retiring: reason, status: status}},
+        recycled: state.recycled + recycled
+    }
+
+    maybe_stop(pid, state)
+  end
+
+  # A retiring worker with nothing in flight is stopped (its GenServer and
+  # Python process); its :DOWN removes it.
+  defp maybe_stop(pid, state) do
+    case state.workers do
+      %{^pid => %{retiring: r, stopping: false, inflight: inflight} = w}
+      when r != nil and map_size(inflight) == 0 ->
+        Tree.stop_worker(state.sup, pid)
+        %{state | workers: %{state.workers | pid => %{w | stopping: true}}}
+
+      _ ->
+        state
+    end
+  end
+
+  # The worker GenServer itself ended: retired by us, or died (the supervisor
+  # starts another).
+  defp worker_gone(pid, reason, state) do
+    case Map.pop(state.workers, pid) do
+      {nil, _} ->
+        state
+
+      {w, workers} ->
+        refs = Map.keys(w.inflight)
+        error = Call.down_error(pid, reason)
+        Enum.each(refs, &Call.reply(%{ref: &1}, {:error, error}))
+        calls = Map.drop(state.calls, refs)
+        pending = if w.retiring, do: state.pending, else: state.pending + 1
+        state = %{state | workers: workers, calls: calls, pending: pending}
+        state |> reload_progress() |> reconcile() |> serve_all()
+    end
+  end
+
+  defp reload_progress(%{reload: %{waiters: [_ | _]} = r} = state) do
+    left = Enum.count(state.workers, fn {_, w} -> w.gen < r.gen end) + r.stale_pending
+
+    if left == 0 do
+      Enum.each(r.waiters, &GenServer.reply(&1, :ok))
+      Events.emit(state.name, state.cfg.events, {:reload, :done, r.total})
+      %{state | reload: %{r | waiters: []}}
+    else
+      state
+    end
+  end
+
+  defp reload_progress(state), do: state
+
+  # -------------------------------------------------- ticks: age, idle, scale
+
+  defp schedule_tick(%{cfg: cfg}) do
+    elastic? = cfg.max_size > cfg.min_size
+
+    ms =
+      cond do
+        elastic? -> min(100, max(cfg.scale_up_wait, 10))
+        cfg.max_age -> min(1_000, max(div(cfg.max_age, 10), 10))
+        true -> nil
+      end
+
+    if ms, do: Process.send_after(self(), :"$snakepit_tick", ms)
+  end
+
+  defp schedule_memory(%{cfg: %{max_memory_mb: nil}}), do: nil
+
+  defp schedule_memory(state) do
+    interval = state.opts[:health_interval] || Options.default(:health_interval)
+    Process.send_after(self(), :"$snakepit_memory_tick", interval)
+  end
+
+  defp tick(state, now) do
+    workers =
+      Map.new(state.workers, fn {pid, w} ->
+        idle? = w.status == :ready and map_size(w.inflight) == 0 and w.served == w.tick_served
+        idle_since = if idle?, do: w.idle_since || now, else: nil
+        due = if w.due == nil and w.expires != nil and now >= w.expires, do: :max_age, else: w.due
+        {pid, %{w | idle_since: idle_since, tick_served: w.served, due: due}}
+      end)
+
+    state = %{state | workers: workers}
+    if state.cfg.max_size > state.cfg.min_size, do: scale(state, now), else: state
+  end
+
+  defp scale(state, now) do
+    head_wait =
+      case :queue.peek(state.queue) do
+        {:value, call} -> System.monotonic_time(:microsecond) - call.queued_at
+        :empty -> 0
+      end
+
+    idle =
+      for {pid, %{retiring: nil, status: :ready, idle_since: t}} <- state.workers, t != nil do
+        {pid, now - t}
+      end
+      |> Enum.sort_by(fn {_, ms} -> -ms end)
+
+    s = %{
+      target: state.target,
+      min: state.cfg.min_size,
+      max: state.cfg.max_size,
+      pending: state.pending,
+      wait_ms: div(max(state.max_wait_us, head_wait), 1_000),
+      scale_up_wait: state.cfg.scale_up_wait,
+      scale_down_idle: state.cfg.scale_down_idle,
+      last_up: state.last_up,
+      queued: state.qlen,
+      idle: idle
+    }
+
+    state = %{state | max_wait_us: 0}
+
+    case Members.scale(s, now) do
+      {:up, why} ->
+        scaled(state, state.target + 1, why, now) |> Map.put(:last_up, now)
+
+      {:down, pid, why} ->
+        state = scaled(state, state.target - 1, why, now)
+        retire(pid, :scale_down, state)
+
+      :hold ->
+        state
+    end
+  end
+
+  defp scaled(state, to, why, now) do
+    Events.emit(state.name, state.cfg.events, {:scaled, state.target, to, why})
+    %{state | target: to, last_scaled: %{from: state.target, to: to, why: why, at: now}}
   end
 
   # ------------------------------------------------------------ readiness
@@ -437,21 +932,37 @@ defmodule Snakepit.Pool do
   end
 
   defp stats_of(state) do
+    now = Call.now_ms()
     statuses = Map.new(state.workers, fn {pid, w} -> {pid, status_of(w)} end)
     count = fn status -> Enum.count(statuses, fn {_, s} -> s == status end) end
+    actual = Enum.count(state.workers, fn {_, w} -> w.retiring == nil end)
 
-    %{
-      workers: state.size,
+    Map.merge(Breakers.stats(state.breaker, now), %{
+      workers: state.target,
+      target_size: state.target,
+      actual_size: actual,
+      min_size: state.cfg.min_size,
+      max_size: state.cfg.max_size,
+      last_scaled:
+        state.last_scaled &&
+          state.last_scaled |> Map.delete(:at) |> Map.put(:ago_ms, now - state.last_scaled.at),
       ready: count.(:idle) + count.(:busy),
       busy: count.(:busy),
       idle: count.(:idle),
-      down: state.size - count.(:idle) - count.(:busy),
+      draining: count.(:draining),
+      down: max(actual - count.(:idle) - count.(:busy), 0),
       inflight: map_size(state.calls),
-      queue_depth: Queue.size(state.queue),
+      queue_depth: state.qlen,
+      max_queue: state.cfg.max_queue,
       avg_queue_time_ms:
         if(state.dispatched == 0, do: 0.0, else: state.queue_time_us / state.dispatched / 1000),
       served: state.workers |> Map.values() |> Enum.map(& &1.served) |> Enum.sum(),
       restarts: state.restarts,
+      shed: state.shed,
+      queue_timeouts: state.queue_timeouts,
+      retried: state.retried,
+      recycled: state.recycled,
+      reload: reload_stats(state),
       worker_details:
         state.workers
         |> Enum.sort_by(fn {_, w} -> to_string(w.worker_id) end)
@@ -465,42 +976,24 @@ defmodule Snakepit.Pool do
             threads: w.threads,
             max_inflight: w.max_inflight,
             served: w.served,
-            loaded_models: w.models |> MapSet.to_list() |> Enum.sort()
+            loaded_models: w.models |> MapSet.to_list() |> Enum.sort(),
+            memory_mb: w.memory_mb,
+            due: w.retiring || w.due
           }
         end)
-    }
+    })
+  end
+
+  defp reload_stats(%{reload: nil}), do: nil
+
+  defp reload_stats(%{reload: r} = state) do
+    left = Enum.count(state.workers, fn {_, w} -> w.gen < r.gen end) + r.stale_pending
+    %{in_progress: left > 0, done: r.total - left, total: r.total}
   end
 
   # :busy: at least one call in flight (it may still have room for more).
   defp status_of(%{status: :down}), do: :down
+  defp status_of(%{status: :draining}), do: :draining
   defp status_of(%{inflight: inflight}) when map_size(inflight) > 0, do: :busy
   defp status_of(_w), do: :idle
-
-  defmodule Tree do
-    @moduledoc false
-    # rest_for_one: the routing server first, then the workers; if the server
-    # restarts, the workers restart with it and announce themselves again.
-    use Supervisor
-
-    def init(opts) do
-      name = opts[:name]
-      label = name |> inspect() |> String.trim_leading(":")
-      worker_opts = Keyword.take(opts, [:target | Snakepit.Options.worker_keys()])
-
-      server = %{
-        id: :server,
-        start: {GenServer, :start_link, [Snakepit.Pool, {opts, self()}, [name: name]]}
-      }
-
-      workers =
-        for i <- 1..opts[:size] do
-          Supervisor.child_spec(
-            {Worker, [id: {Worker, i}, pool: name, worker_id: "#{label}-#{i}"] ++ worker_opts},
-            id: {Worker, i}
-          )
-        end
-
-      Supervisor.init([server | workers], strategy: :rest_for_one)
-    end
-  end
 end

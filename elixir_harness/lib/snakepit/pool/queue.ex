@@ -27,7 +27,7 @@ defmodule Snakepit.Pool.Queue do
   # guarantee above.
 
   @type worker :: %{
-          status: :ready | :down,
+          status: :ready | :down | :draining,
           inflight: %{optional(reference()) => :sync | :async},
           sync: non_neg_integer(),
           threads: pos_integer(),
@@ -159,10 +159,42 @@ defmodule Snakepit.Pool.Queue do
   def pick(%{affinity: key} = call, workers) do
     key = model_key(key)
 
-    case Enum.filter(workers, fn {_, w} -> w.status != :down and key in w.models end) do
-      [] -> best(workers, call)
-      holders -> best(holders, call)
+    case Enum.filter(workers, fn {_, w} -> w.status == :ready and key in w.models end) do
+      # a miss: the worker with the fewest models loaded (it has the most room)
+      [] ->
+        fewest_models(workers, call)
+
+      holders ->
+        # waited past :affinity_wait (see spill/1): any worker, if no holder has room
+        best(holders, call) || if(Map.get(call, :spill, false), do: fewest_models(workers, call))
     end
+  end
+
+  @doc """
+  Marks an affinity call that waited `:affinity_wait` for a busy holder of its
+  key: from now on any worker may take it (a miss prefers the worker with the
+  fewest models), so a hot model spreads to more workers instead of pinning one.
+  """
+  @spec spill(map()) :: map()
+  def spill(call), do: Map.put(call, :spill, true)
+
+  @doc """
+  Like `best/2` among the workers with room, but the fewest models loaded
+  first: a call whose key no worker holds goes where loading it evicts least.
+  """
+  @spec fewest_models(workers() | [{term(), worker()}], map()) :: term() | nil
+  def fewest_models(workers, call) do
+    {pid, _} =
+      Enum.reduce(workers, {nil, nil}, fn {pid, w}, {_, best_key} = acc ->
+        if room?(w, call) do
+          key = {map_size(w.inflight), MapSet.size(w.models), w.last_used}
+          if best_key == nil or key < best_key, do: {pid, key}, else: acc
+        else
+          acc
+        end
+      end)
+
+    pid
   end
 
   @doc """
@@ -194,11 +226,11 @@ defmodule Snakepit.Pool.Queue do
   @spec eligible?(map(), map(), workers()) :: boolean()
   def eligible?(%{affinity: nil}, _w, _workers), do: true
 
-  def eligible?(%{affinity: key}, w, workers) do
+  def eligible?(%{affinity: key} = call, w, workers) do
     key = model_key(key)
 
-    key in w.models or
-      not Enum.any?(workers, fn {_, o} -> o.status != :down and key in o.models end)
+    key in w.models or Map.get(call, :spill, false) or
+      not Enum.any?(workers, fn {_, o} -> o.status == :ready and key in o.models end)
   end
 
   @doc "Takes the first queued call that worker `w` has room for and may take: `{call, rest}`, or nil."
@@ -209,6 +241,43 @@ defmodule Snakepit.Pool.Queue do
   @doc "Removes the queued call with this ref: `{[call], rest}`, or `{[], queue}`."
   @spec cancel(t(), reference()) :: {[map()], t()}
   def cancel(queue, ref), do: split(queue, &(&1.ref == ref))
+
+  @doc """
+  Takes out the calls queued at or before `cutoff` (`queued_at`, the pool's
+  microseconds): `{expired, rest, oldest}`, `oldest` the earliest `queued_at`
+  left (nil for an empty queue). One pass, order kept.
+  """
+  @spec expire(t(), integer()) :: {[map()], t(), integer() | nil}
+  def expire(queue, cutoff) do
+    {expired, kept, oldest} =
+      queue
+      |> :queue.to_list()
+      |> Enum.reduce({[], [], nil}, fn call, {expired, kept, oldest} ->
+        if call.queued_at <= cutoff,
+          do: {[call | expired], kept, oldest},
+          else: {expired, [call | kept], min(oldest || call.queued_at, call.queued_at)}
+      end)
+
+    {Enum.reverse(expired), :queue.from_list(Enum.reverse(kept)), oldest}
+  end
+
+  @doc "The queued call with this ref changed by `fun`, in its place: `{call | nil, queue}`."
+  @spec update(t(), reference(), (map() -> map())) :: {map() | nil, t()}
+  def update(queue, ref, fun) do
+    {list, found} =
+      queue
+      |> :queue.to_list()
+      |> Enum.map_reduce(nil, fn
+        %{ref: ^ref} = call, nil ->
+          changed = fun.(call)
+          {changed, changed}
+
+        call, found ->
+          {call, found}
+      end)
+
+    {found, if(found, do: :queue.from_list(list), else: queue)}
+  end
 
   @doc "A set of affinity keys from a worker's report (atoms become strings)."
   @spec models(list()) :: MapSet.t()

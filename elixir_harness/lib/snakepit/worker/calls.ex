@@ -102,9 +102,14 @@ defmodule Snakepit.Worker.Calls do
 
   defp finish_call(call, reply, state) do
     Call.reply(call, reply)
-    if call.pool, do: send(call.pool, {:"$snakepit_checkin", self(), call.ref})
+    if call.pool, do: send(call.pool, checkin(call.ref, reply))
     state
   end
+
+  # The pool counts timeouts and crashes against its circuit breaker: an error
+  # tells its kind.
+  defp checkin(ref, {:error, %Error{kind: kind}}), do: {:"$snakepit_checkin", self(), ref, kind}
+  defp checkin(ref, _ok), do: {:"$snakepit_checkin", self(), ref}
 
   @doc "The caller of `ref` gave up: Python is asked to cancel; a call not yet sent just ends."
   @spec cancel(reference(), map()) :: map()

@@ -105,8 +105,14 @@ defmodule Snakepit.Worker.Crash do
 
   # The process died or was killed after :ready: fail everything, restart.
   defp crashed(error, state) do
-    # The pool hears :down rather than a checkin per failed call.
-    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
+    # The pool hears :down rather than a checkin per failed call. A call the
+    # pool marked `retry` (an idempotent method, not yet retried) goes back to
+    # it for one more try instead.
+    for {_id, call} <- state.calls do
+      if state.pool != nil and Map.get(call, :retry, false),
+        do: send(state.pool, {:"$snakepit_retry", self(), call, error}),
+        else: Call.reply(call, {:error, error})
+    end
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,

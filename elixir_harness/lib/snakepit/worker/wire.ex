@@ -14,7 +14,7 @@ defmodule Snakepit.Worker.Wire do
     exception unknown_method bad_arguments timeout cancelled unencodable bad_request
     overloaded shutting_down kind positional_only meta credit size limit
     features beam_call beam_functions beam_reply beam_cancel unknown_function
-    would_deadlock)a
+    would_deadlock idempotent)a
 
   # The atoms of the structs a worker's results may hold (docs/types.md): Elixir's
   # calendar types, Decimal (whether or not the Decimal library is loaded: without
