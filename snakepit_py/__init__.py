@@ -24,6 +24,10 @@ from .errors import (
     SnakepitError,
 )
 
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from ._models import ModelCache
+
 __all__ = [
     # writing a worker
     "method",
@@ -31,6 +35,7 @@ __all__ = [
     "CallContext",
     "publish",
     "report_loaded",
+    "ModelCache",
     "run",
     "worker_args",
     # calling the BEAM (protocol 1.1): snakepit.beam.call / acall / functions
@@ -55,13 +60,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # `snakepit.beam` is imported on first use: a worker that never calls the
-    # BEAM does not pay for it at start.
+    # `snakepit.beam` and `ModelCache` are imported on first use: a worker that
+    # never uses them does not pay for them at start.
     if name == "beam":
         import sys
 
         __import__(f"{__name__}.beam")  # (not `from . import beam`: that asks __getattr__ again)
         return sys.modules[f"{__name__}.beam"]
+    if name == "ModelCache":  # imported on first use, like `beam`
+        from ._models import ModelCache
+
+        return ModelCache
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -16,7 +16,7 @@ __all__ = ["method", "Method", "MethodOptions", "NO_KWARGS", "by_name", "marked_
            "reject_unknown_options"]  # fmt: skip
 
 _MARK = "__snakepit_method__"
-_OPTIONS = ("name", "timeout", "doc", "streaming")
+_OPTIONS = ("name", "timeout", "doc", "streaming", "idempotent")
 # Module-level declarations seen so far, to refuse duplicates at import time:
 # {module name: {method name: function qualname}}.
 _declared: dict[str, dict[str, str]] = {}
@@ -25,14 +25,16 @@ _declared: dict[str, dict[str, str]] = {}
 class MethodOptions:
     """The options given to ``@method``."""
 
-    __slots__ = ("name", "timeout", "doc", "streaming")
+    __slots__ = ("name", "timeout", "doc", "streaming", "idempotent")
 
     def __init__(self, name: str | None = None, timeout: float | None = None,
-                 doc: str | None = None, streaming: bool | None = None) -> None:  # fmt: skip
+                 doc: str | None = None, streaming: bool | None = None,
+                 idempotent: bool = False) -> None:  # fmt: skip
         self.name = name
         self.timeout = timeout
         self.doc = doc
         self.streaming = streaming
+        self.idempotent = idempotent
 
 
 def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -40,6 +42,8 @@ def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     Works bare (``@method``) and with keyword-only options
     (``@method(name="predict", timeout=5.0, doc="...", streaming=True)``).
+    ``idempotent=True`` says a call may safely run twice: a pool retries it
+    once on another worker when its worker dies before answering.
 
     Raises:
         RegistryError: an unknown option, a bad option value, or a duplicate
@@ -85,6 +89,9 @@ def _check_options(options: dict[str, Any]) -> MethodOptions:
         raise RegistryError(
             f"@method(timeout=...) is in seconds and must be a positive number; got: {timeout!r}"
         )
+    idempotent = options.get("idempotent", False)
+    if not isinstance(idempotent, bool):
+        raise RegistryError(f"@method(idempotent=...) must be True or False; got: {idempotent!r}")
     return MethodOptions(**options)
 
 
@@ -160,8 +167,9 @@ class Method:
     def __init__(self, name: str, fn: Callable[..., Any], *, doc: str | None = None,
                  timeout: float | None = None, streaming: bool = False,
                  is_async: bool = False, is_generator: bool = False,
-                 is_async_generator: bool = False) -> None:  # fmt: skip
+                 is_async_generator: bool = False, idempotent: bool = False) -> None:  # fmt: skip
         self.name = name
+        self.idempotent = idempotent
         self.fn = fn
         self.timeout = timeout
         self.streaming = streaming
@@ -204,6 +212,7 @@ class Method:
             is_async=bool(flags & _CO_COROUTINE) or is_agen,
             is_generator=is_gen,
             is_async_generator=is_agen,
+            idempotent=opts.idempotent,
         )
         made._prepare_positional()
         return made
@@ -402,6 +411,8 @@ class Method:
             "streaming": self.streaming,
             "async": self.is_async,
             "timeout_ms": None if self.timeout is None else int(self.timeout * 1000),
+            # only when set: a 1.0 supervisor decoding with [:safe] has no such atom
+            **({"idempotent": True} if self.idempotent else {}),
         }
 
 
