@@ -253,4 +253,61 @@ defmodule Snakepit.Pool.QueueTest do
       assert Queue.models([:gpt2, "bert", 7]) == MapSet.new(["gpt2", "bert", 7])
     end
   end
+
+  describe "spill and fewest models" do
+    test "a spilled affinity call goes to any worker with room when its holders are busy" do
+      workers = %{
+        a: worker(:idle, 1, ["x", "y"]),
+        b: worker(:busy, 9, ["gpt2"]),
+        c: worker(:idle, 2)
+      }
+
+      call = call("gpt2")
+      assert Queue.pick(call, workers) == nil
+      # the fewest models loaded first
+      assert Queue.pick(Queue.spill(call), workers) == :c
+    end
+
+    test "a spilled call still prefers a holder with room" do
+      workers = %{a: worker(:idle, 1), b: worker(:idle, 9, ["gpt2"])}
+      assert Queue.pick(Queue.spill(call("gpt2")), workers) == :b
+    end
+
+    test "a miss prefers the worker with the fewest models" do
+      workers = %{a: worker(:idle, 1, ["x", "y"]), b: worker(:idle, 9, ["z"])}
+      assert Queue.pick(call("new"), workers) == :b
+    end
+
+    test "a draining holder does not hold a call back" do
+      workers = %{a: worker(:idle, 1), b: %{worker(:idle, 9, ["gpt2"]) | status: :draining}}
+      assert Queue.pick(call("gpt2"), workers) == :a
+    end
+
+    test "eligible?: a spilled call may go to any worker" do
+      holder = worker(:busy, 9, ["gpt2"])
+      other = worker(:idle, 1)
+      workers = %{a: other, b: holder}
+      refute Queue.eligible?(call("gpt2"), other, workers)
+      assert Queue.eligible?(Queue.spill(call("gpt2")), other, workers)
+    end
+  end
+
+  describe "expire/2 and update/3" do
+    test "takes out the calls queued at or before the cutoff, in order, and tells the oldest left" do
+      calls = for t <- [5, 1, 9, 3], do: Map.put(call(), :queued_at, t)
+      {expired, rest, oldest} = Queue.expire(queue_of(calls), 3)
+      assert Enum.map(expired, & &1.queued_at) == [1, 3]
+      assert rest |> :queue.to_list() |> Enum.map(& &1.queued_at) == [5, 9]
+      assert oldest == 5
+      assert {[], _, nil} = Queue.expire(Queue.new(), 3)
+    end
+
+    test "update changes one call in its place" do
+      [a, b, c] = calls = for _ <- 1..3, do: call()
+      {found, queue} = Queue.update(queue_of(calls), b.ref, &Map.put(&1, :x, 1))
+      assert found.x == 1
+      assert queue |> :queue.to_list() |> Enum.map(& &1.ref) == [a.ref, b.ref, c.ref]
+      assert {nil, _} = Queue.update(queue, make_ref(), & &1)
+    end
+  end
 end
