@@ -1,6 +1,7 @@
 """Instructions per small call, counted by callgrind: the worker process against the floor.
 
     python benchmarks/instr.py                 # floor, annotated add, plain add
+    python benchmarks/instr.py --only async    # an async method
     python benchmarks/instr.py --calls 2000,10000 --only annotated --phases
 
 Each subject is started under ``valgrind --tool=callgrind`` with the Port's
@@ -21,7 +22,8 @@ Subjects:
 * ``floor``: ``benchmarks/raw_echo.py``, one buffered read and one write per
   frame, echoing the call frame back (the cheapest honest peer);
 * ``annotated``: the worker, ``add(a: int, b: int) -> int``;
-* ``plain``: the worker, the same ``add`` without annotations.
+* ``plain``: the worker, the same ``add`` without annotations;
+* ``async``: the worker, ``async def async_add(a: int, b: int) -> int``.
 
 Instruction counts do not depend on the machine's load, so this is the
 figure to decide by on a noisy machine (docs/benchmarks.md).
@@ -203,7 +205,7 @@ def phases(low: int, high: int, target: str, port_total: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", default="2000,10000", help="two call counts, e.g. 2000,10000")
-    parser.add_argument("--only", action="append", choices=["floor", "annotated", "plain"])
+    parser.add_argument("--only", action="append", choices=["floor", "annotated", "plain", "async"])
     parser.add_argument("--phases", action="store_true", help="also the annotated call by phase")
     args = parser.parse_args()
     low, high = (int(n) for n in args.calls.split(","))
@@ -216,9 +218,10 @@ def main() -> None:
             "floor": ([sys.executable, os.path.join(HERE, "raw_echo.py")], "add", False),
             "annotated": (worker, "add", True),
             "plain": (worker, "plain_add", True),
+            "async": (worker, "async_add", True),
         }
         results = {}
-        for name in args.only or list(subjects):
+        for name in args.only or ["floor", "annotated", "plain"]:
             argv, method, ready = subjects[name]
             counts = [run(argv, method, n, ready) for n in (low, high)]
             results[name] = per_call = (counts[1] - counts[0]) / (high - low)

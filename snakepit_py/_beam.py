@@ -103,12 +103,17 @@ class BeamCalls:
     Args:
         send: writes one term to the supervisor; raises ``EncodeError`` when the
             term cannot be encoded (the call then fails before anything is sent).
-        on_wait: called before a thread blocks for a reply, so that the
-            transport can make sure someone reads it (the Port's sentinel).
+        on_wait: how a thread waits for a reply: ``on_wait(lock, timeout)``
+            returns once ``lock`` is released (True) or ``timeout`` seconds
+            passed (False), and makes sure someone reads the reply meanwhile
+            (the Port's waiting thread reads it itself, or hurries the
+            sentinel). None: the lock is simply waited for.
     """
 
     def __init__(
-        self, send: Callable[[Any], None], on_wait: Callable[[], None] | None = None
+        self,
+        send: Callable[[Any], None],
+        on_wait: Callable[[Any, float | None], bool] | None = None,
     ) -> None:
         self._send = send
         self.on_wait = on_wait
@@ -163,10 +168,11 @@ class BeamCalls:
             token = ctx.beam_wait_begin(waiter)  # raises CallCancelled if cancelled already
         try:
             ref = self._begin(name, args, timeout, waiter)
-            on_wait = self.on_wait
-            if on_wait is not None:
-                on_wait()
-            got = waiter.lock.acquire(True, -1 if timeout is None else timeout)  # type: ignore[union-attr]
+            wait = self.on_wait
+            if wait is not None:
+                got = wait(waiter.lock, timeout)
+            else:
+                got = waiter.lock.acquire(True, -1 if timeout is None else timeout)  # type: ignore[union-attr]
             outcome = self._settle(waiter, ref)
         finally:
             if ctx is not None:

@@ -121,9 +121,9 @@ class Dispatcher:
         }
         # (1.1) Calls into the BEAM (_beam.BeamCalls), made on first use: a worker
         # that never calls the BEAM never imports it. ``on_beam_wait`` is the
-        # transport's: called before a thread blocks for a beam reply.
+        # transport's: how a thread waits for a beam reply (see BeamCalls).
         self._beam: Any = None
-        self.on_beam_wait: Callable[[], None] | None = None
+        self.on_beam_wait: Callable[[Any, float | None], bool] | None = None
         _state.serving(self.publish)
         _BEAM_SOURCES.append(self.beam_calls)
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
+    from ._context import CallContext
+
 
 __all__ = ["serve", "peek_call_id"]
 
@@ -77,6 +79,10 @@ def _with_thread_hooks(run: Callable[[Any], None], arg: Any) -> None:
         if profile is not None:
             sys.setprofile(profile)
     run(arg)
+
+
+def _abort(dispatcher: Dispatcher) -> None:
+    dispatcher.abort()
 
 
 def _general_road(_frame: bytes) -> None:
@@ -121,12 +127,15 @@ class _Readers:
         self._hurry.acquire()
         self._eof = False
         self._first_frame: Callable[[], None] | None = None
+        self._threads = 1
+        self._poll: Any = None  # select.poll of the input, made for the first wait_reply
 
     def after_ready(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` (once) before the first frame is handled."""
         self._first_frame = hook
 
     def start(self, threads: int) -> None:
+        self._threads = threads
         # Plain _thread threads: a worker that never imports `threading` (the
         # getting-started one) does not pay for it, here or before :ready.
         for i in range(threads + 1):
@@ -190,6 +199,101 @@ class _Readers:
             self._hurry.release()
         except RuntimeError:  # hurried already
             pass
+
+    def wait_reply(self, lock: Any, timeout: float | None) -> bool:
+        """Wait until ``lock`` is released (a beam call's reply came, or its wait was woken).
+
+        Returns whether it was, within ``timeout`` seconds (None: no limit).
+
+        The thread that waits runs a sync call, and it left the reading role
+        vacant when it started that call. With one sync thread (``--threads
+        1``) nothing it would read meanwhile can run before that call ends, so
+        it takes the role back and reads the frames itself until the reply
+        comes: no hand-over to the sentinel and back, two thread switches that
+        were about half of a beam call's time in Python. Whatever else it
+        reads is handled as the reading role always handles it. Otherwise (more
+        threads, the role held already, a user's own thread) the sentinel is
+        hurried to read, and the thread just waits.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._threads == 1 and self._vacant:
+            state = self._state
+            state.acquire()
+            take = self._vacant and not self._eof
+            if take:
+                self._vacant = False  # (the role is this thread's again)
+            state.release()
+            if take:
+                # The call lasts: its deadline must be timed, as a takeover would.
+                self.dispatcher.arm_deadlines()
+                try:
+                    return self._read_until(lock, deadline)
+                finally:
+                    state.acquire()
+                    self._vacant = True  # back to the call, the role vacant as before
+                    self._serial += 1
+                    if self._asleep:
+                        self._asleep = False
+                        self._wake.release()
+                    state.release()
+        self.hurry()
+        return lock.acquire(True, -1 if timeout is None else timeout)
+
+    _WAIT_PERIOD = 0.005  # how often a thread reading for its reply looks whether it was woken
+
+    def _read_until(self, lock: Any, deadline: float | None) -> bool:
+        """Read and handle frames, holding the reading role, until ``lock`` can be taken.
+
+        Returns False when the ``time.monotonic()`` ``deadline`` passed first.
+        """
+        if self._poll is None:
+            import select
+
+            self._poll = select.poll()
+            self._poll.register(self.reader.fd, select.POLLIN)
+        poll, reader = self._poll.poll, self.reader
+        while not lock.acquire(False):
+            wait = self._WAIT_PERIOD
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait < 0.001:  # (poll counts whole milliseconds: the rest on the lock)
+                    return wait > 0 and lock.acquire(True, wait)
+            # A frame already read ahead, or one to read; else look at the lock again
+            # (a cancel or a deadline, from another thread, wakes the wait too).
+            if not reader.has_buffered() and not poll(int(wait * 1000)):
+                continue
+            try:
+                frame = reader.read()
+            except FrameTooLarge as exc:
+                self.dispatcher.bad_request(
+                    self.peek(exc.head),
+                    f"frame of {exc.size} bytes is over the limit of {reader.max_frame}",
+                )
+                continue
+            except OSError:
+                frame = None
+            if frame is None:  # end of input: the full stop runs elsewhere, the wait ends
+                self._eof = True
+                _thread.start_new_thread(_with_thread_hooks, (_abort, self.dispatcher))
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return lock.acquire(True, -1 if left is None else left)
+            ctx = self._handle_frame(frame)
+            if ctx is not None:  # (not with one sync thread, whose slot this call holds)
+                self.dispatcher.run_sync(ctx)
+        return True
+
+    def _handle_frame(self, frame: bytes) -> CallContext | None:
+        """Dispatch one frame (as ``_lead`` does, inline there); a sync call to run, or None."""
+        try:
+            call = self.call_fields(frame)
+            if call is not None:
+                return self.dispatcher.accept_call(*call)
+            return self.dispatcher.handle(self.decode(frame))
+        except DecodeError as exc:
+            self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
+        except Exception as exc:  # a bug here must never stop the reading
+            self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
+        return None
 
     def _lead(self) -> bool:
         """Hold the reading role: read, dispatch, run sync calls in place.
@@ -347,7 +451,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     reader = FrameReader(fd_in, opts.max_frame)
     readers = _Readers(reader, codec.decode_message, dispatcher, codec.peek_call_id)
     readers.call_fields = codec.call_fields
-    dispatcher.on_beam_wait = readers.hurry  # (1.1) a beam call's reply is read at once
+    dispatcher.on_beam_wait = readers.wait_reply  # (1.1) a beam call's reply is read at once
     set_up = _AfterReady(dispatcher)
     if _lifecycle.c_controls() is not None:
         set_up()  # microseconds in C: done before :ready, so the first call waits for nothing

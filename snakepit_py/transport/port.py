@@ -91,6 +91,10 @@ class FrameReader:
         self._buf = b""
         return bytes(frame) if size < 4096 else frame  # type: ignore[return-value]
 
+    def has_buffered(self) -> bool:
+        """True when bytes read ahead of the last frame wait here (``read`` returns without I/O)."""
+        return bool(self._buf)
+
     def _drain(self, remaining: int) -> None:
         while remaining > 0:
             chunk = os.read(self.fd, min(remaining, 1 << 20))
