@@ -27,6 +27,25 @@
 # against the floor: 4 raw echo processes opened at once, until each has
 # echoed one frame; and, to tell the pool's share from Python's, 4 bare Ports
 # to the same snakepit worker opened at once, until each has answered a call.
+# load: an elastic pool (min_size 1, max_size 4, scale_up_wait 50 ms) under
+# an open-loop arrival of 20 ms calls: `--rate` calls/s (default 40, 80% of
+# one worker) for 5 s, then 4x that for 20 s, then the base rate for 10 s.
+# Per second: arrivals, answers, the pool's target size, and the p50 / p99
+# time a call spent beyond its 20 ms of work (queue wait, mostly); then when
+# each scale-up happened after the step, and how long after the step the p99
+# came back under 2x the base rate's.
+#
+# hotmodel: every call asks for the same model (`affinity: "hot"`), 8
+# callers, a pool of 4 whose fixture holds models in a ModelCache; each call
+# uses the model for 10 ms. Without spill (`affinity_wait: :infinity`, the
+# default) every call waits for the one worker holding it; with
+# `affinity_wait: 20` a waiting call spills to another worker, which loads
+# the model (50 ms) and holds it from then on. Alternating rounds of
+# `--seconds` each; calls/s and the paired ratio spill / pinned.
+#
+#     mix run ../benchmarks/bench_pool.exs load
+#     mix run ../benchmarks/bench_pool.exs hotmodel --rounds 7 --seconds 2
+#
 # Not a test: nothing here asserts.
 
 Logger.configure(level: :critical)
@@ -37,13 +56,17 @@ defmodule BenchPool do
 
   @echo_py Path.expand("raw_echo.py", __DIR__)
   @worker_py Path.expand("bench_worker.py", __DIR__)
+  # sleep(seconds) and predict(model, seconds) with a ModelCache (max 2 models)
+  @pool_py Path.expand("../elixir_harness/test/fixtures/pool_worker.py", __DIR__)
   @start_py Path.expand("../examples/hello_worker.py", __DIR__)
   @callers 8
   @depth 4
 
   def main(argv) do
     {opts, parts, _} =
-      OptionParser.parse(argv, strict: [rounds: :integer, seconds: :float, starts: :integer])
+      OptionParser.parse(argv,
+        strict: [rounds: :integer, seconds: :float, starts: :integer, rate: :integer]
+      )
 
     parts = if parts in [[], ["all"]], do: ["throughput", "start"], else: parts
     python = Snakepit.OSProcess.python()
@@ -63,8 +86,15 @@ defmodule BenchPool do
         "start" ->
           start(python, Keyword.get(opts, :starts, 10))
 
+        "load" ->
+          load_step(python, Keyword.get(opts, :rate, 40))
+
+        "hotmodel" ->
+          hot_model(python, Keyword.get(opts, :rounds, 7), Keyword.get(opts, :seconds, 2.0))
+
         other ->
-          raise ArgumentError, "unknown part #{inspect(other)}, expected throughput|start|all"
+          raise ArgumentError,
+                "unknown part #{inspect(other)}, expected throughput|start|load|hotmodel|all"
       end
     end
   end
@@ -333,6 +363,232 @@ defmodule BenchPool do
     end
 
     us
+  end
+
+  # ------------------------------------------------------------ load step
+
+  @work_ms 20
+
+  def load_step(python, rate) do
+    {:ok, _} =
+      Snakepit.Pool.start_link(
+        name: :bp_load,
+        target: @pool_py,
+        python: python,
+        size: 1,
+        min_size: 1,
+        max_size: 4,
+        scale_up_wait: 50,
+        scale_down_idle: 5_000,
+        events: self()
+      )
+
+    phases = [{5, rate}, {20, rate * 4}, {10, rate}]
+    t0 = System.monotonic_time(:millisecond)
+    sampler = spawn_link(fn -> sample_sizes(:bp_load, t0, []) end)
+    collector = self()
+
+    Enum.reduce(phases, t0, fn {secs, r}, start ->
+      arrive(:bp_load, collector, start, start + secs * 1_000, 1_000 / r, 0)
+      start + secs * 1_000
+    end)
+
+    total = Enum.reduce(phases, 0, fn {secs, r}, acc -> acc + secs * r end)
+    calls = collect_calls(total, [])
+    send(sampler, {:stop, self()})
+    sizes = receive do: ({:sizes, s} -> s)
+    events = drain_events([])
+    Snakepit.Pool.stop(:bp_load)
+
+    IO.puts(
+      "load step: #{rate} calls/s for 5 s, #{rate * 4} for 20 s, #{rate} for 10 s; " <>
+        "#{@work_ms} ms calls; elastic pool 1..4, scale_up_wait 50 ms"
+    )
+
+    IO.puts("  s   sent  answered  failed  size  extra p50 ms  extra p99 ms")
+
+    by_sec = Enum.group_by(calls, fn {sent, _, _} -> div(sent - t0, 1_000) end)
+
+    for sec <- 0..34 do
+      cs = Map.get(by_sec, sec, [])
+      extra = for {_, lat, :ok} <- cs, do: lat - @work_ms
+      failed = Enum.count(cs, fn {_, _, r} -> r != :ok end)
+      size = sizes |> Enum.filter(fn {t, _} -> div(t, 1_000) == sec end) |> Enum.map(&elem(&1, 1))
+      size = if size == [], do: "-", else: Enum.max(size)
+
+      {p50, p99} =
+        if extra == [], do: {0, 0}, else: {percentile(extra, 50), percentile(extra, 99)}
+
+      IO.puts(
+        "  #{String.pad_leading("#{sec}", 2)}  #{String.pad_leading("#{length(cs)}", 4)}  " <>
+          "#{String.pad_leading("#{length(cs) - failed}", 8)}  #{String.pad_leading("#{failed}", 6)}  " <>
+          "#{String.pad_leading("#{size}", 4)}  #{String.pad_leading("#{p50}", 12)}  #{String.pad_leading("#{p99}", 12)}"
+      )
+    end
+
+    step_at = t0 + 5_000
+    ups = for {:scaled, from, to, _why, at} <- events, to > from, do: {to, at - step_at}
+    IO.puts("  scale-ups after the step (size, ms after it): #{inspect(ups)}")
+
+    base_p99 =
+      calls
+      |> Enum.filter(fn {s, _, r} -> s < step_at and r == :ok end)
+      |> Enum.map(fn {_, l, _} -> l - @work_ms end)
+      |> percentile(99)
+
+    recovered =
+      Enum.find(5..24, fn sec ->
+        extra = for {_, lat, :ok} <- Map.get(by_sec, sec, []), do: lat - @work_ms
+        extra != [] and percentile(extra, 99) <= max(2 * base_p99, 5)
+      end)
+
+    IO.puts(
+      "  base p99 extra #{base_p99} ms; p99 back under 2x base (or 5 ms) from second " <>
+        "#{inspect(recovered)} (the step is at second 5)\n"
+    )
+  end
+
+  # Open loop: one call every `interval` ms from `next` until `stop`, each in its own process.
+  defp arrive(pool, collector, next, stop, interval, n) do
+    now = System.monotonic_time(:millisecond)
+
+    cond do
+      next >= stop ->
+        :ok
+
+      now < trunc(next) ->
+        Process.sleep(trunc(next) - now)
+        arrive(pool, collector, next, stop, interval, n)
+
+      true ->
+        spawn(fn ->
+          t = System.monotonic_time(:millisecond)
+          r = Snakepit.call(pool, %{method: "sleep", args: [@work_ms / 1000]}, timeout: 30_000)
+          lat = System.monotonic_time(:millisecond) - t
+          send(collector, {:call, t, lat, if(match?({:ok, _}, r), do: :ok, else: r)})
+        end)
+
+        arrive(pool, collector, next + interval, stop, interval, n + 1)
+    end
+  end
+
+  defp collect_calls(0, acc), do: acc
+
+  defp collect_calls(n, acc) do
+    receive do
+      {:call, t, lat, r} -> collect_calls(n - 1, [{t, lat, r} | acc])
+    after
+      60_000 -> acc
+    end
+  end
+
+  defp sample_sizes(pool, t0, acc) do
+    receive do
+      {:stop, from} -> send(from, {:sizes, Enum.reverse(acc)})
+    after
+      100 ->
+        s = Snakepit.Pool.stats(pool)
+        sample_sizes(pool, t0, [{System.monotonic_time(:millisecond) - t0, s.target_size} | acc])
+    end
+  end
+
+  defp drain_events(acc) do
+    receive do
+      {:snakepit_pool, _, {:scaled, from, to, why}} ->
+        drain_events([{:scaled, from, to, why, System.monotonic_time(:millisecond)} | acc])
+
+      {:snakepit_pool, _, _} ->
+        drain_events(acc)
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  # ------------------------------------------------------------ hot model
+
+  @hot_ms 10
+
+  def hot_model(python, rounds, seconds) do
+    env = [{"POOL_FIXTURE_LOAD_S", "0.05"}]
+
+    pools =
+      for {name, wait} <- [bp_pinned: :infinity, bp_spill: 20] do
+        {:ok, _} =
+          Snakepit.Pool.start_link(
+            name: name,
+            target: @pool_py,
+            python: python,
+            size: 4,
+            env: env,
+            affinity_wait: wait
+          )
+
+        # one worker holds the model to begin with
+        {:ok, _} = Snakepit.call(name, %{method: "predict", args: ["hot"]})
+        wait_models(name)
+        name
+      end
+
+    request = %{method: "predict", args: ["hot", @hot_ms / 1000]}
+    run = fn name -> hot_run(name, request, seconds) end
+    Enum.each(pools, run)
+
+    samples =
+      for r <- 1..rounds do
+        order = if rem(r, 2) == 0, do: Enum.reverse(pools), else: pools
+        Map.new(order, &{&1, run.(&1)})
+      end
+
+    pinned = Enum.map(samples, & &1.bp_pinned)
+    spill = Enum.map(samples, & &1.bp_spill)
+
+    holders = fn name ->
+      Enum.count(Snakepit.Pool.stats(name).worker_details, &("hot" in &1.loaded_models))
+    end
+
+    IO.puts(
+      "hot model: 8 callers, one model, #{@hot_ms} ms per call, pool of 4, #{rounds} rounds of #{seconds} s"
+    )
+
+    IO.puts(
+      "  pinned (affinity_wait :infinity): #{round(median(pinned))} calls/s, workers holding it: #{holders.(:bp_pinned)}"
+    )
+
+    IO.puts(
+      "  spill (affinity_wait 20 ms):      #{round(median(spill))} calls/s, workers holding it: #{holders.(:bp_spill)}"
+    )
+
+    IO.puts("  spill / pinned, per round: #{ratios(Enum.zip_with(spill, pinned, &(&1 / &2)))}\n")
+    Enum.each(pools, &Snakepit.Pool.stop/1)
+  end
+
+  defp wait_models(name) do
+    unless Enum.any?(Snakepit.Pool.stats(name).worker_details, &("hot" in &1.loaded_models)) do
+      Process.sleep(5)
+      wait_models(name)
+    end
+  end
+
+  defp hot_run(pool, request, seconds) do
+    t0 = System.monotonic_time(:microsecond)
+    stop_at = t0 + round(seconds * 1_000_000)
+
+    n =
+      1..@callers
+      |> Enum.map(fn _ -> Task.async(fn -> hot_drive(pool, request, stop_at, 0) end) end)
+      |> Task.await_many(:infinity)
+      |> Enum.sum()
+
+    n / ((System.monotonic_time(:microsecond) - t0) / 1_000_000)
+  end
+
+  defp hot_drive(pool, request, stop_at, n) do
+    if System.monotonic_time(:microsecond) >= stop_at do
+      n
+    else
+      {:ok, _} = Snakepit.call(pool, request, affinity: "hot", timeout: 30_000)
+      hot_drive(pool, request, stop_at, n + 1)
+    end
   end
 
   defp loadavg do
