@@ -20,7 +20,8 @@ setup: $(VENV)/.installed
 # (setup.py builds the codec's C accelerator: a change to it reinstalls;
 # without a C compiler it is skipped and the codec stays pure Python, so one
 # is installed from apt when missing: the tests check the accelerator is built)
-$(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c snakepit_py/_cproc.c
+$(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c snakepit_py/_cproc.c \
+  snakepit_py/_cmetrics.c
 	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c "import os, sysconfig; \
 	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
 	  2>/dev/null || { \

@@ -14,5 +14,7 @@ setup(
         Extension("snakepit_py.codec._cetf", ["snakepit_py/codec/_cetf.c"], optional=True),
         # the guard's prctl calls without ctypes (snakepit_py/_guard.py); optional too
         Extension("snakepit_py._cproc", ["snakepit_py/_cproc.c"], optional=True),
+        # a call's duration observed in C (snakepit_py/_metrics.py); optional too
+        Extension("snakepit_py._cmetrics", ["snakepit_py/_cmetrics.c"], optional=True),
     ]
 )

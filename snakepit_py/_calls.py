@@ -14,6 +14,7 @@ import _thread
 
 from . import _wire
 from ._context import DONE, QUEUED, call_var
+from ._metrics import observe
 from .errors import CallCancelled, EncodeError
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._context import CallContext
+    from ._metrics import Metrics
     from ._table import CallTable
 
 __all__ = ["CallRunner"]
@@ -36,16 +38,19 @@ class CallRunner:
         codec: a codec module (``encode``, and ``encode_ok`` when it has a faster one).
         write: writes one encoded frame; raises OSError when the peer is gone.
         max_frame: a result frame larger than this is ``:unencodable``.
+        metrics: where each call's duration, outcome and chunks are counted.
     """
 
     def __init__(self, table: CallTable, codec: Any, write: Callable[[bytes], None],
-                 max_frame: int) -> None:  # fmt: skip
+                 max_frame: int, metrics: Metrics) -> None:  # fmt: skip
         self._table = table
         self._calls = table.calls  # (the same dict, one attribute lookup less per call)
         self._encode = codec.encode
         self._encode_ok = codec.encode_ok
         self._write = write
         self._max_frame = max_frame
+        self._metrics = metrics
+        self._durations = metrics.methods  # (the same dict: one attribute lookup less per call)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = _thread.allocate_lock()
 
@@ -99,6 +104,8 @@ class CallRunner:
             if ctx is None:
                 table.sync_free += 1
             lock.release()
+            if ctx is not None:
+                self._metrics.waited(ctx)  # it queued: its wait ends, its run starts
             if one:
                 return ctx
         return None
@@ -174,6 +181,7 @@ class CallRunner:
 
         call_var.set(ctx)
         spec = ctx.spec
+        self._metrics.waited(ctx)  # handed to the loop: its wait ends, its run starts
         ctx.started()
         try:
             ctx.check_cancelled()
@@ -220,6 +228,7 @@ class CallRunner:
             frame = self._encode((_wire.ERROR, ctx.id, value))
         if not ctx.close(leave_user):
             return  # answered already: never a second terminal
+        observe(self._durations[ctx.method], ctx.t0)  # (its duration: _metrics)
         table = self._table
         lock = table.lock
         lock.acquire()  # acquire/release rather than `with`: once per call, nothing here raises
@@ -228,6 +237,9 @@ class CallRunner:
             table.served += 1
         else:
             table.failed += 1
+            self._metrics.failed(ctx.method, value[_wire.K_KIND])
+        if ctx._seq:  # a stream: its chunks
+            self._metrics.add_chunks(ctx.method, ctx._seq)
         if table.draining and not self._calls and table.idle is not None:
             table.idle.notify_all()
         lock.release()

@@ -124,7 +124,7 @@ class CallContext:
         "id", "method", "meta", "deadline", "args", "kwargs", "spec", "state",
         "cancel_reason", "_outlet", "_lock", "_cond", "_credit", "_seq",
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
-        "serial", "armed", "_encode_chunk", "_beam_waits",
+        "serial", "armed", "_encode_chunk", "_beam_waits", "t0", "span",
     )  # fmt: skip
 
     def __init__(
@@ -137,6 +137,7 @@ class CallContext:
         meta: dict[Any, Any],
         deadline: float | None,
         credit: int | None,
+        t0: float = 0.0,
     ) -> None:
         self.id = call_id
         self.method = spec.name
@@ -162,6 +163,10 @@ class CallContext:
         self.armed = False  # its deadline is in the timer's heap
         self._encode_chunk: Any = None  # (seq, data) -> chunk frame, made on the first chunk
         self._beam_waits: list[Any] | None = None  # beam calls waited for under this call (_beam)
+        # When it was accepted, then when it started running if it waited (_metrics):
+        # its duration is measured from here.
+        self.t0 = t0
+        # (slot ``span``: its OpenTelemetry server span, set only when traced: _tracing)
 
     # --- what user code uses -------------------------------------------------------------
 
@@ -204,6 +209,17 @@ class CallContext:
             if self.cancel_reason is not None:
                 raise CallCancelled(self.cancel_reason)
             self._write_chunk_locked(chunk)
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of this call: its server span's when it is traced with
+        OpenTelemetry, else the one its caller sent in ``meta`` (None when there is none).
+
+        Pass it on (an HTTP header, a beam call's argument) to continue the trace.
+        """
+        from ._tracing import traceparent
+
+        return traceparent(self)
 
     def __repr__(self) -> str:
         return f"<CallContext id={self.id} method={self.method!r} cancelled={self.cancelled}>"

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 
 from . import _state, _wire
 from ._calls import CallRunner
 from ._context import DONE, QUEUED, CallContext, ChunkOutlet
 from ._health import Health
 from ._methods import NO_KWARGS
+from ._metrics import Metrics, clock
 from ._table import CallTable
 from ._timers import Deadlines
+from ._tracing import TRACEPARENT, trace
 from ._wire import NUMBERS, call_problem, check_opts, error_map, int_or_none, short
 from .codec import Atom
 from .errors import BadArguments, MethodNotFound
@@ -96,8 +97,10 @@ class Dispatcher:
         self.table = table = CallTable(threads)
         self._calls = table.calls  # (the same dict: one attribute lookup less per call)
         self._outlet = ChunkOutlet(codec, write_soon or write, max_frame)
-        self._runner = runner = CallRunner(table, codec, write, max_frame)
-        self.health = health = Health(registry, table, self.worker_id, threads, max_inflight)
+        self.metrics = metrics = Metrics(list(registry.methods), table)
+        self._runner = runner = CallRunner(table, codec, write, max_frame, metrics)
+        self.health = health = Health(registry, table, self.worker_id, threads, max_inflight,
+                                      metrics)  # fmt: skip
         # The runner's and the reports' own methods, not wrappers: run_sync is
         # on every call's path, and a wrapper would add a call to each.
         self.run_sync = runner.run_sync
@@ -126,6 +129,7 @@ class Dispatcher:
         self.on_beam_wait: Callable[[Any, float | None], bool] | None = None
         _state.serving(self.publish)
         _BEAM_SOURCES.append(self.beam_calls)
+        metrics.serving()
 
     # --- output ---------------------------------------------------------------------------
 
@@ -152,6 +156,7 @@ class Dispatcher:
             self._violation(call_id, message)
             return
         self.table.failed += 1
+        self.metrics.refuse("bad_request")
         self.send((_wire.ERROR, call_id, error_map("bad_request", "BadRequest", message)))
 
     def _violation(self, call_id: int, message: str) -> None:
@@ -169,6 +174,7 @@ class Dispatcher:
             self._violation(cid, f"{kind}: {message}")
             return
         self.table.failed += 1
+        self.metrics.refuse(kind)
         self.send((_wire.ERROR, cid, error_map(kind, type_, message, **details)))
 
     def _refuse_call(self, cid: int, refusal: str) -> None:
@@ -263,10 +269,15 @@ class Dispatcher:
         if spec.timeout is not None:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
-        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        now = clock()  # (time.monotonic()) the call's start for its metrics, its deadline's base
+        deadline = None if timeout_ms is None else now + timeout_ms / 1000.0
         if beam_ref is not None and self._refuse_reentry(cid, spec, beam_ref):
             return None
-        ctx = CallContext(self._outlet, cid, spec, bargs, bkwargs, meta or {}, deadline, credit)
+        ctx = CallContext(
+            self._outlet, cid, spec, bargs, bkwargs, meta or {}, deadline, credit, now
+        )
+        if meta and TRACEPARENT in meta:  # W3C trace context from the caller: a server span
+            trace(ctx)
         table = self.table
         calls = self._calls
         run_now = False
@@ -481,6 +492,7 @@ class Dispatcher:
                 return
             self._exiting = True
         _state.stopped(self.publish)
+        self.metrics.stopped()
         if self.beam_calls in _BEAM_SOURCES:
             _BEAM_SOURCES.remove(self.beam_calls)
         self.on_exit()

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from . import _state
+from . import _metrics, _state
 from ._version import __version__
 from ._wire import atom_keys
 from .codec import Atom
@@ -15,6 +15,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._metrics import Metrics
     from ._registry import Registry
     from ._table import CallTable
 
@@ -56,15 +57,17 @@ class Health:
         worker_id: name used in reports.
         threads: sync slots.
         max_inflight: calls accepted at once.
+        metrics: the connection's call metrics (the report's ``"metrics"``).
     """
 
     def __init__(self, registry: Registry, table: CallTable, worker_id: str, threads: int,
-                 max_inflight: int) -> None:  # fmt: skip
+                 max_inflight: int, metrics: Metrics | None = None) -> None:  # fmt: skip
         self.registry = registry
         self.table = table
         self.worker_id = worker_id
         self.threads = threads
         self.max_inflight = max_inflight
+        self.metrics = metrics
         self.started = time.monotonic()
 
     def ready(self) -> dict:
@@ -79,6 +82,8 @@ class Health:
             A("threads"): self.threads,
             A("max_inflight"): self.max_inflight,
             **({A("features"): [A(f) for f in FEATURES]} if peer_minor() >= 1 else {}),
+            # (1.x) A binary key: every supervisor decodes it (docs/observability.md).
+            **({"metrics_addr": _metrics.exporter} if _metrics.exporter else {}),
         }
 
     def report(self) -> dict:
@@ -113,6 +118,8 @@ class Health:
             A("failed"): table.failed,
             A("loaded_models"): loaded,
             A("extra"): extra,
+            # (1.x) A binary key, binary keys inside: every supervisor decodes them.
+            **({"metrics": self.metrics.snapshot()} if self.metrics is not None else {}),
         }
 
     def describe(self) -> dict:

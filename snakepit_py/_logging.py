@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from ._context import call_var
+from ._tracing import log_ids
 from .codec import Atom
 
 TYPE_CHECKING = False
@@ -25,6 +26,7 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRI
 _ATOMS = [(50, Atom("critical")), (40, Atom("error")), (30, Atom("warning")), (20, Atom("info"))]
 _DEBUG = Atom("debug")
 _LOG, _LOGGER, _CALL_ID = Atom("log"), Atom("logger"), Atom("call_id")
+_METHOD = "method"  # (1.x) a binary key, as the trace ids: no new atom for a 1.0 supervisor
 
 _installed: list[Any] = []
 
@@ -64,6 +66,11 @@ def _attach(send: Callable[[Any], None], level: int) -> None:
             try:
                 ctx = call_var.get()
                 meta = {_LOGGER: record.name, _CALL_ID: ctx.id if ctx is not None else None}
+                if ctx is not None:
+                    meta[_METHOD] = ctx.method
+                    ids = log_ids(ctx) if ctx.meta else None
+                    if ids is not None:  # (binary keys: every supervisor decodes them)
+                        meta["trace_id"], meta["span_id"] = ids
                 send((_LOG, _level_atom(record.levelno), self.format(record), meta))
             except Exception:
                 self.handleError(record)

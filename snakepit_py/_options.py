@@ -44,6 +44,7 @@ class WorkerOptions:
         self.parent_pid: int | None = None
         self.log_level = "WARNING"
         self.grace_ms = 5000
+        self.metrics_addr: str | None = None
         self.worker_args: list[str] = []
         for key, value in options.items():
             if not hasattr(self, key):
@@ -105,6 +106,9 @@ _TABLE = {
                     "lowest logging level forwarded as :log frames (default WARNING)"),
     "--grace-ms": ("grace_ms", int, None, 5000, "MS",
                    "how long SIGTERM lets in-flight calls finish (default 5000)"),
+    "--metrics-addr": ("metrics_addr", str, "SNAKEPIT_METRICS_ADDR", None, "HOST:PORT",
+                       "serve Prometheus metrics on HOST:PORT (a bare PORT: loopback; "
+                       "needs the metrics extra)"),
 }  # fmt: skip
 
 

@@ -43,6 +43,10 @@ def _serve(load, opts) -> None:
     # A crash in C code leaves every thread's Python stack on stderr (the
     # supervisor's log), not just a dead process.
     faulthandler.enable()
+    if opts.metrics_addr:  # in the worker, before :ready (which names the bound address)
+        from ._prometheus import start as start_metrics
+
+        start_metrics(opts.metrics_addr)
     if opts.grpc:
         from .transport.grpc import serve as serve_grpc
 
