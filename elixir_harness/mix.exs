@@ -13,7 +13,8 @@ defmodule Snakepit.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    # :inets: Snakepit.Metrics serves /metrics on its httpd (OTP, no hex)
+    [extra_applications: [:logger, :inets]]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

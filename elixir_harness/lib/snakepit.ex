@@ -37,6 +37,11 @@ defmodule Snakepit do
       :timeout}}` returned; the Python side is also told, as `timeout_ms`.
     * `:affinity` - route to a worker that has this key loaded (see `Snakepit.Pool`)
     * `:meta` - a map handed to the Python method as `current_call().meta`
+    * `:traceparent` - a W3C `traceparent` (`"00-<trace id>-<span id>-01"`),
+      put into the meta as `"traceparent"`: the Python method runs in a span
+      continuing that trace (docs/observability.md). From an OpenTelemetry
+      Elixir app: `:otel_propagator_text_map.inject([])` gives the headers of
+      the current context; pass its `"traceparent"`
 
   Returns `{:ok, result}` or `{:error, %Snakepit.Error{}}`; it does not raise
   for failures on the Python side or crashes of the worker.

@@ -33,7 +33,7 @@ defmodule Snakepit.Call do
           queued_at: integer() | nil
         }
 
-  @call_opts [:timeout, :affinity, :meta]
+  @call_opts [:timeout, :affinity, :meta, :traceparent]
 
   @doc "Validates `request` and `opts` into a call map (raises ArgumentError)."
   @spec build!(term(), keyword(), keyword()) :: t()
@@ -55,6 +55,19 @@ defmodule Snakepit.Call do
       do: raise(ArgumentError, "request :kwargs must be a map, got: #{inspect(kwargs)}")
 
     unless is_map(meta), do: raise(ArgumentError, ":meta must be a map, got: #{inspect(meta)}")
+
+    meta =
+      case option(opts, :traceparent) do
+        nil ->
+          meta
+
+        tp when is_binary(tp) ->
+          Map.put(meta, "traceparent", tp)
+
+        tp ->
+          raise ArgumentError,
+                ":traceparent must be a W3C traceparent string, got: #{inspect(tp)}"
+      end
 
     timeout =
       case opts do

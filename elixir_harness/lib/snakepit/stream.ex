@@ -31,7 +31,8 @@ defmodule Snakepit.Stream do
   Opens a stream on a pool (or a `Snakepit.Worker` pid).
 
   Options: `:window` (chunks in flight, default 8), `:timeout` (ms for the
-  whole stream, default `:infinity`), `:affinity`, `:meta`.
+  whole stream, default `:infinity`), `:affinity`, `:meta`, `:traceparent`
+  (see `Snakepit.call/3`).
   """
   @spec open(atom() | pid(), map(), (event() -> any()), keyword()) ::
           {:ok, reference()} | {:error, Error.t()}

@@ -95,7 +95,7 @@ defmodule Snakepit.Worker do
   use GenServer
   require Logger
 
-  alias Snakepit.{Call, Error, Options, OSProcess}
+  alias Snakepit.{Call, Error, Options, OSProcess, Telemetry}
   alias Snakepit.Worker.{BeamCalls, Callers, Calls, Crash, Failure, Health, Launch, Notices, Wire}
 
   @type worker :: pid() | atom()
@@ -208,6 +208,7 @@ defmodule Snakepit.Worker do
       port: nil,
       os_pid: nil,
       port_os_pid: nil,
+      opened_at: nil,
       ready: nil,
       ready_at: nil,
       status: :down,
@@ -223,7 +224,8 @@ defmodule Snakepit.Worker do
       restarts: 0,
       health_poll: false,
       health_misses: 0,
-      last_error: nil
+      last_error: nil,
+      models: nil
     }
 
     state = state |> Map.merge(Callers.new()) |> Map.merge(BeamCalls.new(opts))
@@ -240,6 +242,7 @@ defmodule Snakepit.Worker do
       | port: port,
         os_pid: os_pid,
         port_os_pid: os_pid,
+        opened_at: System.monotonic_time(),
         status: :starting,
         ready: nil,
         ready_at: nil
@@ -351,7 +354,23 @@ defmodule Snakepit.Worker do
   end
 
   def handle_info(:restart, %{status: :down} = state) do
-    {:noreply, open(%{state | restarts: state.restarts + 1})}
+    state = %{state | restarts: state.restarts + 1}
+
+    Telemetry.execute(
+      [:snakepit, :worker, :restarted],
+      %{
+        restarts: state.restarts,
+        backoff: System.convert_time_unit(state.backoff_ms, :millisecond, :native)
+      },
+      %{
+        pool: state.pool,
+        worker: self(),
+        worker_id: name(state),
+        reason: state.last_error && state.last_error.kind
+      }
+    )
+
+    {:noreply, open(state)}
   end
 
   def handle_info(_stale, state), do: {:noreply, state}
@@ -392,8 +411,7 @@ defmodule Snakepit.Worker do
     do: {:noreply, BeamCalls.cancel(ref, state)}
 
   defp handle_frame({:event, "loaded_models", models}, state) do
-    Health.notify_models(%{loaded_models: models}, state)
-    {:noreply, state}
+    {:noreply, Health.notify_models(%{loaded_models: models}, state)}
   end
 
   defp handle_frame(other, state) do
@@ -416,6 +434,22 @@ defmodule Snakepit.Worker do
 
     state = %{state | worker_id: state.worker_id || info[:worker_id]}
     state = BeamCalls.announce(info, state)
+
+    Telemetry.execute(
+      [:snakepit, :worker, :ready],
+      %{
+        startup_time: System.monotonic_time() - state.opened_at,
+        system_time: System.system_time()
+      },
+      %{
+        pool: state.pool,
+        worker: self(),
+        worker_id: name(state),
+        os_pid: state.os_pid,
+        restarts: state.restarts
+      }
+    )
+
     Health.schedule(state)
     for from <- state.ready_waiters, do: GenServer.reply(from, {:ok, info})
     if state.pool, do: send(state.pool, {:"$snakepit_ready", self(), public_info(state)})
@@ -445,6 +479,7 @@ defmodule Snakepit.Worker do
     state = state |> BeamCalls.stop() |> stop_python()
     error = Error.new(:shutting_down, "worker #{name(state)} stopped")
     Calls.fail_all(error, state)
+    Snakepit.Metrics.worker_stopped()
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,

@@ -10,7 +10,7 @@ defmodule Snakepit.Worker.Calls do
   # `dispatch/2` and `finish/3` are the hot path of every call: keep them to
   # the function calls and map operations they have.
 
-  alias Snakepit.{Call, Error}
+  alias Snakepit.{Call, Error, Telemetry}
   alias Snakepit.Worker.{BeamCalls, Callers, Wire}
 
   @doc "A call arriving at the worker: sent now, kept for later, or handed back to the pool."
@@ -49,6 +49,7 @@ defmodule Snakepit.Worker.Calls do
           {:call, id, call.method, call.args, call.kwargs, opts(call, timeout_ms, state)}
         )
 
+        call = if Telemetry.enabled?(), do: started(call, state), else: call
         state = Callers.watch(state, call.caller)
         state = %{state | next_id: id + 1, calls: Map.put(state.calls, id, call)}
 
@@ -86,6 +87,60 @@ defmodule Snakepit.Worker.Calls do
     if left > 0, do: left, else: :expired
   end
 
+  # [:snakepit, :call, :start] (Snakepit.Telemetry): the call remembers when it
+  # was sent and how long it had queued, for its :stop.
+  defp started(call, state) do
+    now = System.monotonic_time()
+
+    queue_time =
+      case Map.get(call, :queued_at) do
+        nil -> 0
+        at -> max(now - System.convert_time_unit(at, :microsecond, :native), 0)
+      end
+
+    call = Map.merge(call, %{sent_at: now, queue_time: queue_time})
+    measurements = %{monotonic_time: now, system_time: System.system_time()}
+    Telemetry.execute([:snakepit, :call, :start], measurements, event_meta(call, state))
+    call
+  end
+
+  @doc """
+  Emits the end of `call` (it was `started`): `:stop` for a terminal from
+  Python, `:exception` when the harness failed it (a crash, a kill, a stop).
+  """
+  @spec ended(map(), term(), :stop | :exception, map()) :: :ok
+  def ended(%{sent_at: sent_at} = call, reply, event, state) do
+    now = System.monotonic_time()
+    m = %{duration: now - sent_at, queue_time: call.queue_time, monotonic_time: now}
+
+    meta =
+      case reply do
+        {:error, %Error{kind: kind} = error} when event == :exception ->
+          Map.merge(event_meta(call, state), %{kind: :error, reason: error, outcome: kind})
+
+        {:error, %Error{kind: kind} = error} ->
+          Map.merge(event_meta(call, state), %{outcome: kind, error: error})
+
+        _ ->
+          Map.merge(event_meta(call, state), %{outcome: :ok, error: nil})
+      end
+
+    Telemetry.execute([:snakepit, :call, event], m, meta)
+  end
+
+  def ended(_call, _reply, _event, _state), do: :ok
+
+  defp event_meta(call, state) do
+    %{
+      pool: state.pool,
+      worker: self(),
+      worker_id: state.worker_id,
+      method: call.method,
+      stream: call.stream,
+      traceparent: Map.get(call.meta, "traceparent")
+    }
+  end
+
   @doc "Call `id` ended with `reply` (its terminal frame): the caller gets it."
   @spec finish(non_neg_integer(), term(), map()) :: map()
   def finish(id, reply, state) do
@@ -94,6 +149,7 @@ defmodule Snakepit.Worker.Calls do
         state
 
       {call, calls} ->
+        ended(call, reply, :stop, state)
         finish_call(call, reply, state)
         state = %{state | calls: calls}
         if call.stream, do: %{state | refs: Map.delete(state.refs, call.ref)}, else: state
@@ -160,7 +216,11 @@ defmodule Snakepit.Worker.Calls do
   @doc "Every call in flight and waiting gets `error` (the worker is stopping)."
   @spec fail_all(Error.t(), map()) :: :ok
   def fail_all(error, state) do
-    for {_id, call} <- state.calls, do: Call.reply(call, {:error, error})
+    for {_id, call} <- state.calls do
+      ended(call, {:error, error}, :exception, state)
+      Call.reply(call, {:error, error})
+    end
+
     for call <- state.backlog, do: Call.reply(call, {:error, error})
     :ok
   end

@@ -9,8 +9,8 @@ defmodule Snakepit.Worker.Crash do
 
   require Logger
 
-  alias Snakepit.{Call, OSProcess}
-  alias Snakepit.Worker.{BeamCalls, Failure, Restart}
+  alias Snakepit.{Call, OSProcess, Telemetry}
+  alias Snakepit.Worker.{BeamCalls, Calls, Failure, Restart}
 
   @doc "The process exited with `status` (before `:ready`: it never started)."
   @spec exited(integer(), map()) :: map()
@@ -54,6 +54,13 @@ defmodule Snakepit.Worker.Crash do
   def hung(state) do
     error = Failure.hung(state)
     log_failure(error, state)
+
+    Telemetry.execute(
+      [:snakepit, :worker, :hung],
+      %{missed_polls: state.health_misses, system_time: System.system_time()},
+      event_meta(error, state)
+    )
+
     crashed(error, kill(state))
   end
 
@@ -108,7 +115,11 @@ defmodule Snakepit.Worker.Crash do
     # The pool hears :down rather than a checkin per failed call. A call the
     # pool marked `retry` (an idempotent method, not yet retried) goes back to
     # it for one more try instead.
+    crashed_event(error, state)
+
     for {_id, call} <- state.calls do
+      Calls.ended(call, {:error, error}, :exception, state)
+
       if state.pool != nil and Map.get(call, :retry, false),
         do: send(state.pool, {:"$snakepit_retry", self(), call, error}),
         else: Call.reply(call, {:error, error})
@@ -133,11 +144,34 @@ defmodule Snakepit.Worker.Crash do
 
   defp start_failed(error, state) do
     Logger.error(error.message, snakepit_worker: Failure.name(state))
+    crashed_event(error, state)
     for from <- state.ready_waiters, do: GenServer.reply(from, {:error, error})
     for call <- state.backlog, do: Call.reply(call, {:error, error})
     if state.pool, do: send(state.pool, {:"$snakepit_start_failed", self(), error})
     state = BeamCalls.kill_all(state)
     schedule_restart(%{state | ready_waiters: [], backlog: [], last_error: error})
+  end
+
+  # [:snakepit, :worker, :crashed]; the process's metrics so far are kept (Snakepit.Metrics).
+  defp crashed_event(error, state) do
+    Snakepit.Metrics.python_ended()
+
+    Telemetry.execute(
+      [:snakepit, :worker, :crashed],
+      %{inflight: map_size(state.calls), system_time: System.system_time()},
+      event_meta(error, state)
+    )
+  end
+
+  defp event_meta(error, state) do
+    %{
+      pool: state.pool,
+      worker: self(),
+      worker_id: Failure.name(state),
+      os_pid: state.os_pid,
+      reason: error.kind,
+      error: error
+    }
   end
 
   defp schedule_restart(state) do

@@ -25,11 +25,11 @@ defmodule Snakepit.Worker.Health do
   def answer(what, id, answer, state) do
     case Map.pop(state.asks, id) do
       {{^what, :poll}, asks} ->
-        notify_models(answer, state)
+        state = report(answer, state)
         %{state | asks: asks, health_poll: false, health_misses: 0}
 
       {{^what, from}, asks} ->
-        if what == :health, do: notify_models(answer, state)
+        state = if what == :health, do: report(answer, state), else: state
         GenServer.reply(from, {:ok, answer})
         %{state | asks: asks}
 
@@ -61,11 +61,31 @@ defmodule Snakepit.Worker.Health do
       do: Process.send_after(self(), {:"$snakepit_health_tick", port}, interval)
   end
 
-  @doc "Tells the pool (if any) the keys a report lists as `loaded_models`."
-  @spec notify_models(term(), map()) :: term()
-  def notify_models(%{loaded_models: models}, %{pool: pool})
-      when is_list(models) and pool != nil,
-      do: send(pool, {:"$snakepit_models", self(), models})
+  # A health report: its models, and its "metrics" (a binary key, protocol 1.x) for
+  # Snakepit.Metrics.
+  defp report(answer, state) do
+    if is_map(answer), do: Snakepit.Metrics.worker_report(state.pool, answer["metrics"])
+    notify_models(answer, state)
+  end
 
-  def notify_models(_report, _state), do: :ok
+  @doc """
+  Tells the pool (if any) the keys a report lists as `loaded_models`, and emits
+  `[:snakepit, :models, :changed]` when they changed.
+  """
+  @spec notify_models(term(), map()) :: map()
+  def notify_models(%{loaded_models: models}, state) when is_list(models) do
+    if state.pool != nil, do: send(state.pool, {:"$snakepit_models", self(), models})
+
+    if models != Map.get(state, :models) do
+      Snakepit.Telemetry.execute(
+        [:snakepit, :models, :changed],
+        %{count: length(models)},
+        %{pool: state.pool, worker: self(), worker_id: state.worker_id, models: models}
+      )
+    end
+
+    Map.put(state, :models, models)
+  end
+
+  def notify_models(_report, state), do: state
 end

@@ -24,10 +24,14 @@ defmodule Snakepit.Worker.Notices do
   def log({:log, level, message, meta}, name) do
     meta = if is_map(meta), do: meta, else: %{}
 
+    # (method, trace_id, span_id: binary keys, 1.x; absent from older workers)
     Logger.log(logger_level(level), to_string(message),
       snakepit_worker: name,
       python_logger: meta[:logger],
-      call_id: meta[:call_id]
+      call_id: meta[:call_id],
+      method: meta["method"],
+      trace_id: meta["trace_id"],
+      span_id: meta["span_id"]
     )
   end
 
