@@ -503,13 +503,23 @@ defmodule Snakepit.Pool do
         waiting: Map.put(state.waiting, Map.get(call, :mon), call.ref)
     }
 
+    queue_event(state, :in)
     arm_expiry(state)
+  end
+
+  defp queue_event(state, change) do
+    Snakepit.Telemetry.execute([:snakepit, :pool, :queue], %{depth: state.qlen}, %{
+      pool: state.name,
+      change: change
+    })
   end
 
   defp dequeued(call, state) do
     mon = Map.get(call, :mon)
     if mon, do: Process.demonitor(mon, [:flush])
-    %{state | qlen: state.qlen - 1, waiting: Map.delete(state.waiting, mon)}
+    state = %{state | qlen: state.qlen - 1, waiting: Map.delete(state.waiting, mon)}
+    queue_event(state, :out)
+    state
   end
 
   defp caller_gone(ref, state) do
