@@ -69,7 +69,7 @@ defmodule Snakepit.Pool do
   use GenServer
 
   alias Snakepit.{Call, Error, Options, Worker}
-  alias Snakepit.Pool.{Breakers, Events, Members, Queue, Tree}
+  alias Snakepit.Pool.{Breakers, Lifecycle, Members, Queue, Stats, Tree}
 
   @type name :: atom()
 
@@ -217,8 +217,8 @@ defmodule Snakepit.Pool do
     }
 
     Tree.census(sup)
-    schedule_tick(state)
-    schedule_memory(state)
+    Lifecycle.schedule_tick(state)
+    Lifecycle.schedule_memory(state)
     {:ok, state}
   end
 
@@ -230,7 +230,7 @@ defmodule Snakepit.Pool do
     end
   end
 
-  def handle_call(:stats, _from, state), do: {:reply, stats_of(state), state}
+  def handle_call(:stats, _from, state), do: {:reply, Stats.of(state), state}
   def handle_call(:workers, _from, state), do: {:reply, Map.keys(state.workers), state}
   def handle_call(:supervisor, _from, state), do: {:reply, state.sup, state}
 
@@ -254,12 +254,19 @@ defmodule Snakepit.Pool do
     }
 
     state = %{state | generation: gen, workers: workers, reload: reload}
-    {:noreply, state |> reconcile() |> reload_progress()}
+    {:noreply, state |> Lifecycle.reconcile() |> Lifecycle.reload_progress()}
   end
 
   @impl true
-  def handle_info({:"$snakepit_call", call}, %{breaker: nil} = state),
-    do: route(%{call | pool: state.name}, state)
+  # The hot path of a call (no circuit breaker): pick, send. Keep it short.
+  def handle_info({:"$snakepit_call", call}, %{breaker: nil} = state) do
+    call = %{call | pool: state.name}
+
+    case Queue.pick(call, state.workers) do
+      nil -> {:noreply, enqueue(call, state)}
+      worker -> {:noreply, dispatch(call, worker, state)}
+    end
+  end
 
   def handle_info({:"$snakepit_call", call}, state) do
     call = %{call | pool: state.name}
@@ -271,6 +278,25 @@ defmodule Snakepit.Pool do
       {:refuse, error, state} ->
         Call.reply(call, {:error, error})
         {:noreply, state}
+    end
+  end
+
+  # The other half of the hot path: a call answered ok.
+  def handle_info({:"$snakepit_checkin", pid, ref}, %{breaker: nil} = state) do
+    with %{^pid => w} <- state.workers,
+         {:ok, w} <- Queue.remove(w, ref) do
+      w = %{w | served: w.served + 1}
+      state = %{state | workers: %{state.workers | pid => w}, calls: Map.delete(state.calls, ref)}
+
+      case w do
+        %{status: :ready, limit: limit, served: served} when limit != served ->
+          {:noreply, serve_queue(pid, state)}
+
+        _ ->
+          checked_in(pid, w, state)
+      end
+    else
+      _ -> {:noreply, state}
     end
   end
 
@@ -325,7 +351,7 @@ defmodule Snakepit.Pool do
 
     ask_capacity(pid)
     state = %{state | workers: Map.put(state.workers, pid, w)}
-    state = state |> answer_ready_waiters() |> reconcile()
+    state = state |> answer_ready_waiters() |> Lifecycle.reconcile()
     {:noreply, serve_queue(pid, state)}
   end
 
@@ -347,7 +373,7 @@ defmodule Snakepit.Pool do
     state = %{state | workers: Map.put(state.workers, pid, %{w | status: :down})}
     state = if state.breaker, do: Breakers.start_failed(state, Call.now_ms()), else: state
     state = if w.ever_ready, do: state, else: answer_ready_waiters(%{state | start_error: error})
-    {:noreply, maybe_stop(pid, state)}
+    {:noreply, Lifecycle.maybe_stop(pid, state)}
   end
 
   # The worker has already answered every call in flight on it (`:worker_crashed`,
@@ -364,7 +390,7 @@ defmodule Snakepit.Pool do
         calls = Map.drop(state.calls, refs)
         w = %{w | status: :down, inflight: %{}, sync: 0, models: MapSet.new()}
         state = %{state | workers: %{state.workers | pid => w}, calls: calls}
-        state = maybe_stop(pid, %{state | restarts: state.restarts + 1})
+        state = Lifecycle.maybe_stop(pid, %{state | restarts: state.restarts + 1})
         {:noreply, serve_all(state)}
 
       _ ->
@@ -406,12 +432,12 @@ defmodule Snakepit.Pool do
   end
 
   def handle_info(:"$snakepit_tick", state) do
-    schedule_tick(state)
-    {:noreply, state |> tick(Call.now_ms()) |> reconcile() |> serve_all()}
+    Lifecycle.schedule_tick(state)
+    {:noreply, state |> Lifecycle.tick(Call.now_ms()) |> Lifecycle.reconcile() |> serve_all()}
   end
 
   def handle_info(:"$snakepit_memory_tick", state) do
-    schedule_memory(state)
+    Lifecycle.schedule_memory(state)
     pool = self()
 
     for {pid, %{status: :ready, retiring: nil}} <- state.workers do
@@ -435,7 +461,7 @@ defmodule Snakepit.Pool do
             else: w.due
 
         state = %{state | workers: %{state.workers | pid => %{w | memory_mb: mb, due: due}}}
-        {:noreply, if(due != w.due, do: reconcile(state), else: state)}
+        {:noreply, if(due != w.due, do: Lifecycle.reconcile(state), else: state)}
 
       _ ->
         {:noreply, state}
@@ -450,7 +476,7 @@ defmodule Snakepit.Pool do
         next_n: max(state.next_n, highest + 1)
     }
 
-    {:noreply, reconcile(state)}
+    {:noreply, Lifecycle.reconcile(state)}
   end
 
   def handle_info({:"$snakepit_child", :start_failed, _reason}, state) do
@@ -533,7 +559,10 @@ defmodule Snakepit.Pool do
     state =
       with %{^pid => w} <- state.workers,
            {:ok, w} <- Queue.remove(w, call.ref) do
-        maybe_stop(pid, %{state | workers: %{state.workers | pid => %{w | status: :down}}})
+        Lifecycle.maybe_stop(pid, %{
+          state
+          | workers: %{state.workers | pid => %{w | status: :down}}
+        })
       else
         _ -> state
       end
@@ -555,14 +584,22 @@ defmodule Snakepit.Pool do
       }
 
       state = if state.breaker, do: Breakers.outcome(ref, kind, state, Call.now_ms()), else: state
-
-      cond do
-        w.served == w.limit -> {:noreply, serve_queue(pid, make_due(pid, :max_calls, state))}
-        w.status == :draining -> {:noreply, maybe_stop(pid, state)}
-        true -> {:noreply, serve_queue(pid, state)}
-      end
+      checked_in(pid, w, state)
     else
       _ -> {:noreply, state}
+    end
+  end
+
+  defp checked_in(pid, w, state) do
+    cond do
+      w.served == w.limit ->
+        {:noreply, serve_queue(pid, Lifecycle.make_due(pid, :max_calls, state))}
+
+      w.status == :draining ->
+        {:noreply, Lifecycle.maybe_stop(pid, state)}
+
+      true ->
+        {:noreply, serve_queue(pid, state)}
     end
   end
 
@@ -637,11 +674,14 @@ defmodule Snakepit.Pool do
 
   defp dispatch(call, pid, state) do
     w = state.workers[pid]
-    call = if map_size(w.idempotent) > 0, do: retry_mark(call, w), else: call
-    send(pid, {:"$snakepit_call", call})
-    # a call dispatched as it arrives never waited (and costs no clock read)
-    waited = if call.queued_at, do: System.monotonic_time(:microsecond) - call.queued_at, else: 0
 
+    call =
+      case w.idempotent do
+        none when map_size(none) == 0 -> call
+        _ -> retry_mark(call, w)
+      end
+
+    send(pid, {:"$snakepit_call", call})
     w = %{Queue.add(w, call, Queue.kind(w, call.method)) | last_used: state.clock + 1}
 
     state = %{
@@ -649,12 +689,28 @@ defmodule Snakepit.Pool do
       | workers: %{state.workers | pid => w},
         calls: Map.put(state.calls, call.ref, pid),
         clock: state.clock + 1,
-        dispatched: state.dispatched + 1,
-        queue_time_us: state.queue_time_us + waited,
-        max_wait_us: max(state.max_wait_us, waited)
+        dispatched: state.dispatched + 1
     }
 
-    if state.breaker, do: Breakers.dispatched(call, state), else: state
+    # a call dispatched as it arrives never waited (and costs no clock read)
+    state =
+      case call.queued_at do
+        nil -> state
+        at -> waited(System.monotonic_time(:microsecond) - at, state)
+      end
+
+    case state.breaker do
+      nil -> state
+      _ -> Breakers.dispatched(call, state)
+    end
+  end
+
+  defp waited(us, state) do
+    %{
+      state
+      | queue_time_us: state.queue_time_us + us,
+        max_wait_us: max(state.max_wait_us, us)
+    }
   end
 
   # An idempotent method's call, not a stream, not retried yet: the worker
@@ -749,60 +805,6 @@ defmodule Snakepit.Pool do
     end
   end
 
-  # ------------------------------------------------------------ membership
-
-  defp make_due(pid, reason, state) do
-    case state.workers do
-      %{^pid => %{due: nil, retiring: nil} = w} ->
-        reconcile(%{state | workers: %{state.workers | pid => %{w | due: reason}}})
-
-      _ ->
-        state
-    end
-  end
-
-  # Retire and start workers as `Members.plan/3` says (after the census).
-  defp reconcile(%{census: false} = state), do: state
-
-  defp reconcile(state) do
-    {retire, start} = Members.plan(state.workers, state.pending, state.target)
-    state = Enum.reduce(retire, state, fn {pid, reason}, state -> retire(pid, reason, state) end)
-
-    Enum.reduce(List.duplicate(:start, start), state, fn :start, state ->
-      Tree.start_worker(state.sup, state.opts, state.next_n)
-      %{state | next_n: state.next_n + 1, pending: state.pending + 1}
-    end)
-  end
-
-  defp retire(pid, reason, state) do
-    w = state.workers[pid]
-    Events.emit(state.name, state.cfg.events, {:retiring, w.worker_id, reason})
-    status = if w.status == :ready, do: :draining, else: w.status
-    recycled = if reason in Members.recycle_reasons(), do: 1, else: 0
-
-    state = %{
-      state
-      | workers: %{state.workers | pid => %{w | retiring: reason, status: status}},
-        recycled: state.recycled + recycled
-    }
-
-    maybe_stop(pid, state)
-  end
-
-  # A retiring worker with nothing in flight is stopped (its GenServer and
-  # Python process); its :DOWN removes it.
-  defp maybe_stop(pid, state) do
-    case state.workers do
-      %{^pid => %{retiring: r, stopping: false, inflight: inflight} = w}
-      when r != nil and map_size(inflight) == 0 ->
-        Tree.stop_worker(state.sup, pid)
-        %{state | workers: %{state.workers | pid => %{w | stopping: true}}}
-
-      _ ->
-        state
-    end
-  end
-
   # The worker GenServer itself ended: retired by us, or died (the supervisor
   # starts another).
   defp worker_gone(pid, reason, state) do
@@ -817,103 +819,8 @@ defmodule Snakepit.Pool do
         calls = Map.drop(state.calls, refs)
         pending = if w.retiring, do: state.pending, else: state.pending + 1
         state = %{state | workers: workers, calls: calls, pending: pending}
-        state |> reload_progress() |> reconcile() |> serve_all()
+        state |> Lifecycle.reload_progress() |> Lifecycle.reconcile() |> serve_all()
     end
-  end
-
-  defp reload_progress(%{reload: %{waiters: [_ | _]} = r} = state) do
-    left = Enum.count(state.workers, fn {_, w} -> w.gen < r.gen end) + r.stale_pending
-
-    if left == 0 do
-      Enum.each(r.waiters, &GenServer.reply(&1, :ok))
-      Events.emit(state.name, state.cfg.events, {:reload, :done, r.total})
-      %{state | reload: %{r | waiters: []}}
-    else
-      state
-    end
-  end
-
-  defp reload_progress(state), do: state
-
-  # -------------------------------------------------- ticks: age, idle, scale
-
-  defp schedule_tick(%{cfg: cfg}) do
-    elastic? = cfg.max_size > cfg.min_size
-
-    ms =
-      cond do
-        elastic? -> min(100, max(cfg.scale_up_wait, 10))
-        cfg.max_age -> min(1_000, max(div(cfg.max_age, 10), 10))
-        true -> nil
-      end
-
-    if ms, do: Process.send_after(self(), :"$snakepit_tick", ms)
-  end
-
-  defp schedule_memory(%{cfg: %{max_memory_mb: nil}}), do: nil
-
-  defp schedule_memory(state) do
-    interval = state.opts[:health_interval] || Options.default(:health_interval)
-    Process.send_after(self(), :"$snakepit_memory_tick", interval)
-  end
-
-  defp tick(state, now) do
-    workers =
-      Map.new(state.workers, fn {pid, w} ->
-        idle? = w.status == :ready and map_size(w.inflight) == 0 and w.served == w.tick_served
-        idle_since = if idle?, do: w.idle_since || now, else: nil
-        due = if w.due == nil and w.expires != nil and now >= w.expires, do: :max_age, else: w.due
-        {pid, %{w | idle_since: idle_since, tick_served: w.served, due: due}}
-      end)
-
-    state = %{state | workers: workers}
-    if state.cfg.max_size > state.cfg.min_size, do: scale(state, now), else: state
-  end
-
-  defp scale(state, now) do
-    head_wait =
-      case :queue.peek(state.queue) do
-        {:value, call} -> System.monotonic_time(:microsecond) - call.queued_at
-        :empty -> 0
-      end
-
-    idle =
-      for {pid, %{retiring: nil, status: :ready, idle_since: t}} <- state.workers, t != nil do
-        {pid, now - t}
-      end
-      |> Enum.sort_by(fn {_, ms} -> -ms end)
-
-    s = %{
-      target: state.target,
-      min: state.cfg.min_size,
-      max: state.cfg.max_size,
-      pending: state.pending,
-      wait_ms: div(max(state.max_wait_us, head_wait), 1_000),
-      scale_up_wait: state.cfg.scale_up_wait,
-      scale_down_idle: state.cfg.scale_down_idle,
-      last_up: state.last_up,
-      queued: state.qlen,
-      idle: idle
-    }
-
-    state = %{state | max_wait_us: 0}
-
-    case Members.scale(s, now) do
-      {:up, why} ->
-        scaled(state, state.target + 1, why, now) |> Map.put(:last_up, now)
-
-      {:down, pid, why} ->
-        state = scaled(state, state.target - 1, why, now)
-        retire(pid, :scale_down, state)
-
-      :hold ->
-        state
-    end
-  end
-
-  defp scaled(state, to, why, now) do
-    Events.emit(state.name, state.cfg.events, {:scaled, state.target, to, why})
-    %{state | target: to, last_scaled: %{from: state.target, to: to, why: why, at: now}}
   end
 
   # ------------------------------------------------------------ readiness
@@ -940,70 +847,4 @@ defmodule Snakepit.Pool do
         %{state | ready_waiters: []}
     end
   end
-
-  defp stats_of(state) do
-    now = Call.now_ms()
-    statuses = Map.new(state.workers, fn {pid, w} -> {pid, status_of(w)} end)
-    count = fn status -> Enum.count(statuses, fn {_, s} -> s == status end) end
-    actual = Enum.count(state.workers, fn {_, w} -> w.retiring == nil end)
-
-    Map.merge(Breakers.stats(state.breaker, now), %{
-      workers: state.target,
-      target_size: state.target,
-      actual_size: actual,
-      min_size: state.cfg.min_size,
-      max_size: state.cfg.max_size,
-      last_scaled:
-        state.last_scaled &&
-          state.last_scaled |> Map.delete(:at) |> Map.put(:ago_ms, now - state.last_scaled.at),
-      ready: count.(:idle) + count.(:busy),
-      busy: count.(:busy),
-      idle: count.(:idle),
-      draining: count.(:draining),
-      down: max(actual - count.(:idle) - count.(:busy), 0),
-      inflight: map_size(state.calls),
-      queue_depth: state.qlen,
-      max_queue: state.cfg.max_queue,
-      avg_queue_time_ms:
-        if(state.dispatched == 0, do: 0.0, else: state.queue_time_us / state.dispatched / 1000),
-      served: state.workers |> Map.values() |> Enum.map(& &1.served) |> Enum.sum(),
-      restarts: state.restarts,
-      shed: state.shed,
-      queue_timeouts: state.queue_timeouts,
-      retried: state.retried,
-      recycled: state.recycled,
-      reload: reload_stats(state),
-      worker_details:
-        state.workers
-        |> Enum.sort_by(fn {_, w} -> to_string(w.worker_id) end)
-        |> Enum.map(fn {pid, w} ->
-          %{
-            worker_id: w.worker_id,
-            os_pid: w.os_pid,
-            guard_pid: w.guard_pid,
-            status: statuses[pid],
-            inflight: map_size(w.inflight),
-            threads: w.threads,
-            max_inflight: w.max_inflight,
-            served: w.served,
-            loaded_models: w.models |> MapSet.to_list() |> Enum.sort(),
-            memory_mb: w.memory_mb,
-            due: w.retiring || w.due
-          }
-        end)
-    })
-  end
-
-  defp reload_stats(%{reload: nil}), do: nil
-
-  defp reload_stats(%{reload: r} = state) do
-    left = Enum.count(state.workers, fn {_, w} -> w.gen < r.gen end) + r.stale_pending
-    %{in_progress: left > 0, done: r.total - left, total: r.total}
-  end
-
-  # :busy: at least one call in flight (it may still have room for more).
-  defp status_of(%{status: :down}), do: :down
-  defp status_of(%{status: :draining}), do: :draining
-  defp status_of(%{inflight: inflight}) when map_size(inflight) > 0, do: :busy
-  defp status_of(_w), do: :idle
 end
