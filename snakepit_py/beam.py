@@ -27,7 +27,8 @@ from __future__ import annotations
 import sys
 
 from ._beam import NOT_SERVED
-from .errors import BeamCallError
+from ._metrics import clock, observe_beam_call
+from .errors import BeamCallError, CallCancelled
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -74,7 +75,14 @@ def call(name: str, *args: Any, timeout: float | None = None) -> Any:
             "snakepit.beam.call() would block the event loop while it waits for the BEAM; "
             "use `await snakepit.beam.acall(...)` in async code"
         )
-    return _endpoint().call(name, args, timeout)
+    started = clock()
+    try:
+        result = _endpoint().call(name, args, timeout)
+    except BaseException as exc:
+        _observe(name, started, exc)
+        raise
+    observe_beam_call(name, started, None)
+    return result
 
 
 async def acall(name: str, *args: Any, timeout: float | None = None) -> Any:
@@ -83,7 +91,21 @@ async def acall(name: str, *args: Any, timeout: float | None = None) -> Any:
     Cancelling the awaiting task (the enclosing async call's cancel does)
     tells the BEAM to stop the function.
     """
-    return await _endpoint().acall(name, args, timeout)
+    started = clock()
+    try:
+        result = await _endpoint().acall(name, args, timeout)
+    except BaseException as exc:
+        _observe(name, started, exc)
+        raise
+    observe_beam_call(name, started, None)
+    return result
+
+
+def _observe(name: str, started: float, exc: BaseException) -> None:
+    """Count a failed beam call (_metrics); a name never announced is not counted (no label)."""
+    kind = getattr(exc, "kind", None) if isinstance(exc, BeamCallError) else "cancelled"
+    if kind != "unknown_function" and isinstance(exc, (BeamCallError, CallCancelled)):
+        observe_beam_call(name, started, kind)
 
 
 def functions() -> list[str]:

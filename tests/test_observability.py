@@ -165,3 +165,12 @@ def test_across_the_bridge_the_beam_endpoint_and_the_trace():
     assert server[4] == "00f067aa0ba902b7"
     child = next(x.split()[1] for x in lines if x.startswith("CHILD "))
     assert child == f"00-4bf92f3577b34da6a3ce929d0e0e4736-{server[3]}-01"
+
+
+def test_beam_calls_are_counted_by_function_and_outcome():
+    functions = {"double": lambda x: 2 * x}
+    with FakeSupervisor(worker_path("beam_caller.py"), beam_functions=functions) as sup:
+        for i in range(3):
+            assert sup.call("ask", "double", i) == 2 * i
+        beam = sup.health()["metrics"]["beam_calls"]
+    assert (beam["double"]["count"], beam["double"]["ok"]) == (3, 3)
