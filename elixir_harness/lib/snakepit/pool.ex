@@ -206,7 +206,8 @@ defmodule Snakepit.Pool do
       census: false,
       next_n: opts[:size] + 1,
       last_scaled: nil,
-      last_up: nil,
+      # elastic size: the last scale-up and the current window of looks
+      scaling: %{last_up: nil, since: Call.now_ms(), peak: 0},
       generation: 0,
       reload: nil,
       breaker: Breakers.new(cfg.circuit_breaker),

@@ -126,6 +126,11 @@ defmodule Snakepit.Pool.Lifecycle do
         :empty -> 0
       end
 
+    # workers busy at this look (all of them while calls wait), the most over the window
+    busy = Enum.count(state.workers, fn {_, w} -> map_size(w.inflight) > 0 end)
+    busy = if state.qlen > 0, do: state.target, else: busy
+    sc = %{state.scaling | peak: max(state.scaling.peak, busy)}
+
     idle =
       for {pid, %{retiring: nil, status: :ready, idle_since: t}} <- state.workers, t != nil do
         {pid, now - t}
@@ -140,23 +145,29 @@ defmodule Snakepit.Pool.Lifecycle do
       wait_ms: div(max(state.max_wait_us, head_wait), 1_000),
       scale_up_wait: state.cfg.scale_up_wait,
       scale_down_idle: state.cfg.scale_down_idle,
-      last_up: state.last_up,
+      last_up: sc.last_up,
       queued: state.qlen,
+      peak_busy: sc.peak,
+      window_ms: now - sc.since,
       idle: idle
     }
 
     state = %{state | max_wait_us: 0}
+    # a new window once this one has been judged
+    window = if s.window_ms >= s.scale_down_idle, do: %{since: now, peak: busy}, else: %{}
 
     case Members.scale(s, now) do
       {:up, why} ->
-        scaled(state, state.target + 1, why, now) |> Map.put(:last_up, now)
+        state = %{state | scaling: %{sc | last_up: now, since: now, peak: busy}}
+        scaled(state, state.target + 1, why, now)
 
       {:down, pid, why} ->
+        state = %{state | scaling: %{sc | since: now, peak: busy}}
         state = scaled(state, state.target - 1, why, now)
         retire(pid, :scale_down, state)
 
       :hold ->
-        state
+        %{state | scaling: Map.merge(sc, window)}
     end
   end
 

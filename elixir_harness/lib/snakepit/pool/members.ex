@@ -93,13 +93,20 @@ defmodule Snakepit.Pool.Members do
   `wait_ms` (the longest a call waited in the queue since the last look,
   or the oldest queued call's wait so far), `scale_up_wait`,
   `scale_down_idle`, `last_up` (ms of the last scale-up, or nil),
-  `queued` (calls waiting) and `idle` (a list of `{pid, idle_ms}` for ready
-  workers with nothing in flight, longest idle first).
+  `queued` (calls waiting), `peak_busy` (the most workers seen busy at once
+  over the current window), `window_ms` (how long that window has run) and
+  `idle` (a list of `{pid, idle_ms}` for ready workers with nothing in
+  flight, longest idle first).
 
-  No thrash: up only on measured queue time and only one worker at a time
-  (none while one is starting); down only for a worker idle
-  `scale_down_idle` ms, never while calls wait, and not within
-  `scale_down_idle` of the last scale-up.
+  Up on measured queue time, one worker at a time (none while one is
+  starting). Down when, over a whole window of `scale_down_idle` ms, at least
+  one worker was never needed (`peak_busy < target`) and no call waits: the
+  worker idle longest goes. Calls are spread over all workers, so no single
+  worker need sit idle for the pool to have one too many.
+
+  No thrash: not down within `scale_down_idle` of the last scale-up, and a
+  scale-down needs a full window of evidence, where a scale-up needs one slow
+  call: the asymmetry is the hysteresis.
   """
   @spec scale(map(), integer()) :: {:up, String.t()} | {:down, term(), String.t()} | :hold
   def scale(s, now) do
@@ -107,11 +114,14 @@ defmodule Snakepit.Pool.Members do
       s.target < s.max and s.pending == 0 and s.wait_ms > s.scale_up_wait ->
         {:up, "calls waited #{s.wait_ms} ms in the queue (scale_up_wait: #{s.scale_up_wait} ms)"}
 
-      s.target > s.min and s.queued == 0 and
-        (s.last_up == nil or now - s.last_up >= s.scale_down_idle) and
-          match?([{_, idle} | _] when idle >= s.scale_down_idle, s.idle) ->
-        [{pid, idle} | _] = s.idle
-        {:down, pid, "a worker was idle #{idle} ms (scale_down_idle: #{s.scale_down_idle} ms)"}
+      s.target > s.min and s.queued == 0 and s.window_ms >= s.scale_down_idle and
+        s.peak_busy < s.target and (s.last_up == nil or now - s.last_up >= s.scale_down_idle) and
+          s.idle != [] ->
+        [{pid, _} | _] = s.idle
+
+        {:down, pid,
+         "at most #{s.peak_busy} of #{s.target} workers were busy for #{s.window_ms} ms " <>
+           "(scale_down_idle: #{s.scale_down_idle} ms)"}
 
       true ->
         :hold

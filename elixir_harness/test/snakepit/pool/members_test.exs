@@ -88,7 +88,9 @@ defmodule Snakepit.Pool.MembersTest do
           scale_down_idle: 1_000,
           last_up: nil,
           queued: 0,
-          idle: []
+          peak_busy: 0,
+          window_ms: 1_000,
+          idle: [a: 1_000]
         },
         Map.new(fields)
       )
@@ -97,24 +99,31 @@ defmodule Snakepit.Pool.MembersTest do
     test "up when calls waited longer than scale_up_wait" do
       assert {:up, why} = Members.scale(s(wait_ms: 150), 0)
       assert why =~ "150 ms"
-      assert Members.scale(s(wait_ms: 100), 0) == :hold
+      assert Members.scale(s(wait_ms: 100, window_ms: 0), 0) == :hold
     end
 
     test "not up at max_size, nor while a worker is starting" do
-      assert Members.scale(s(wait_ms: 500, target: 4), 0) == :hold
-      assert Members.scale(s(wait_ms: 500, pending: 1), 0) == :hold
+      assert Members.scale(s(wait_ms: 500, target: 4, window_ms: 0), 0) == :hold
+      assert Members.scale(s(wait_ms: 500, pending: 1, window_ms: 0), 0) == :hold
     end
 
-    test "down for a worker idle scale_down_idle, never below min_size" do
-      assert {:down, :a, _} = Members.scale(s(idle: [a: 1_000]), 5_000)
-      assert Members.scale(s(idle: [a: 999]), 5_000) == :hold
-      assert Members.scale(s(idle: [a: 5_000], target: 1), 5_000) == :hold
+    test "down when a worker was never needed over a window of scale_down_idle, never below min_size" do
+      assert {:down, :a, why} = Members.scale(s(peak_busy: 1), 5_000)
+      assert why =~ "at most 1 of 2 workers were busy"
+      assert Members.scale(s(window_ms: 999), 5_000) == :hold
+      assert Members.scale(s(peak_busy: 2), 5_000) == :hold
+      assert Members.scale(s(target: 1), 5_000) == :hold
+    end
+
+    test "the worker idle longest goes; none idle now: hold" do
+      assert {:down, :b, _} = Members.scale(s(idle: [b: 900, a: 10]), 5_000)
+      assert Members.scale(s(idle: []), 5_000) == :hold
     end
 
     test "no thrash: not down while calls wait, nor soon after scaling up" do
-      assert Members.scale(s(idle: [a: 5_000], queued: 1), 5_000) == :hold
-      assert Members.scale(s(idle: [a: 5_000], last_up: 4_500), 5_000) == :hold
-      assert {:down, :a, _} = Members.scale(s(idle: [a: 5_000], last_up: 3_000), 5_000)
+      assert Members.scale(s(queued: 1), 5_000) == :hold
+      assert Members.scale(s(last_up: 4_500), 5_000) == :hold
+      assert {:down, :a, _} = Members.scale(s(last_up: 3_000), 5_000)
     end
   end
 end
