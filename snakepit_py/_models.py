@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import time
 
-from . import _state
+from . import _metrics, _state
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class ModelCache:
             del self._loading[name]
             names = list(self._models)
         mine.release()
+        _metrics.observe_model_load(took)
         for old in evicted:
             _close(old)
         if self._report:

@@ -123,3 +123,17 @@ def test_idempotent_is_a_method_option_shown_by_describe():
 def test_idempotent_must_be_a_bool():
     with pytest.raises(RegistryError, match="idempotent"):
         snakepit.method(idempotent="yes")
+
+
+def test_a_load_is_observed_in_the_workers_model_load_metrics():
+    from snakepit_py import _metrics
+
+    def loads() -> int:
+        return _metrics.histogram(_metrics._counts(_metrics._model_loads))["count"]
+
+    before = loads()
+    cache = snakepit.ModelCache(max_models=1, load=lambda name: object())
+    cache.get("m1")
+    cache.get("m1")  # (cached: no load)
+    cache.get("m2")
+    assert loads() == before + 2
