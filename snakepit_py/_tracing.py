@@ -21,9 +21,18 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
 
-    from ._context import CallContext
+    class CallContext(Protocol):
+        """What tracing reads and sets of a call (``_context.CallContext`` has it all)."""
+
+        id: int
+        method: str
+        meta: dict[Any, Any]
+        spec: Any
+        span: Any
+        cancel_reason: str | None
+
 
 __all__ = ["TRACEPARENT", "trace", "traceparent", "log_ids", "parse"]
 
