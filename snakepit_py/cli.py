@@ -1,4 +1,4 @@
-"""The ``snakepit-py`` command: ``worker``, ``call`` and ``describe``."""
+"""The ``snakepit-py`` command: ``worker``, ``call``, ``describe`` and ``doctor``."""
 
 from __future__ import annotations
 
@@ -216,6 +216,20 @@ def _cmd_describe(ns: argparse.Namespace, worker_argv: list[str]) -> int:
     return 0
 
 
+def _version_action() -> type:
+    import argparse
+
+    class VersionAction(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            from ._accel import summary
+            from ._version import __version__
+
+            print(f"snakepit-py {__version__}\n{summary()}")
+            parser.exit()
+
+    return VersionAction
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -223,6 +237,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="snakepit-py",
         description="Python workers for BEAM supervisors. Options after a bare -- go to the "
         "worker's own code (snakepit_py.worker_args()).",
+    )
+    p.add_argument(
+        "--version",
+        action=_version_action(),
+        nargs=0,
+        help="print the version and whether the C accelerators are in use, then exit",
     )
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="serve TARGET over the Port (what the supervisor launches)")
@@ -239,6 +259,10 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("describe", help="print TARGET's method catalogue")
     d.add_argument("target")
     d.add_argument("--json", action="store_true")
+    sub.add_parser(
+        "doctor",
+        help="which Python and snakepit_py this is, which C accelerators are in use and why not",
+    )
     return p
 
 
@@ -257,4 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.command == "call":
         return _cmd_call(ns, worker_argv)
+    if ns.command == "doctor":
+        from ._accel import report
+
+        print(report())
+        return 0
     return _cmd_describe(ns, worker_argv)
