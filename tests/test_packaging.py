@@ -221,7 +221,7 @@ def test_the_pure_wheel_serves_a_worker_and_says_why_it_is_pure(dists, tmp_path)
     assert "SNAKEPIT_PY_PURE_BUILD=1" in got["version"]
 
 
-@pytest.mark.parametrize("python", _other_pythons() or ["none"])
+@pytest.mark.parametrize("python", _other_pythons() or ["none"], ids=os.path.basename)
 def test_the_pure_wheel_on_the_other_supported_pythons(dists, tmp_path, python):
     if python == "none":
         pytest.skip("no Python 3.10, 3.12 or 3.13 on this machine")
