@@ -9,7 +9,17 @@ TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import inspect
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, TypeVar, overload
+
+    # What @method decorates, returned as it came: a function (or a class
+    # member), or a staticmethod/classmethod object under it.
+    _F = TypeVar(
+        "_F", bound="Callable[..., Any] | staticmethod[Any, Any] | classmethod[Any, Any, Any]"
+    )
+else:
+
+    def overload(fn):  # typing.overload, without importing typing: the last definition wins
+        return fn
 
 
 __all__ = ["method", "Method", "MethodOptions", "NO_KWARGS", "by_name", "marked_options",
@@ -37,7 +47,18 @@ class MethodOptions:
         self.idempotent = idempotent
 
 
-def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+@overload
+def method(fn: _F, /) -> _F: ...
+@overload
+def method(  # noqa: F811 (ruff does not see `overload` as typing's: it is not imported at run time)
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    doc: str | None = None,
+    streaming: bool | None = None,
+    idempotent: bool = False,
+) -> Callable[[_F], _F]: ...
+def method(fn: Any = None, /, **options: Any) -> Any:  # noqa: F811
     """Mark a function (or a class member) as callable from the supervisor.
 
     Works bare (``@method``) and with keyword-only options
@@ -49,7 +70,7 @@ def method(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         RegistryError: an unknown option, a bad option value, or a duplicate
             method name in the same module.
     """
-    if fn is not None and not callable(fn):
+    if fn is not None and not callable(fn) and not isinstance(fn, classmethod):
         raise RegistryError(
             f"@method takes keyword-only options, e.g. @method(name={fn!r}); got: {fn!r}"
         )
@@ -138,7 +159,7 @@ _ARRIVES_AS_IS = frozenset({int, float, str, bytes, bool, list, dict, tuple})
 _CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 _FUNCTION = type(method)  # types.FunctionType, without importing types
-_BOUND_METHOD = type(MethodOptions().__init__)  # types.MethodType
+_BOUND_METHOD = type(MethodOptions().__init__)  # type: ignore[misc]  # types.MethodType
 
 
 def _code_flags(fn: Any) -> int:
@@ -268,7 +289,8 @@ class Method:
         is left to ``_prepare``. Importing ``inspect`` costs more than the rest
         of a worker's start, and a worker must answer its first call at once.
         """
-        fn, skip = self.fn, 0
+        fn: Any = self.fn
+        skip = 0
         if type(fn) is _BOUND_METHOD:
             fn, skip = fn.__func__, 1
         if type(fn) is not _FUNCTION or hasattr(fn, "__wrapped__") or hasattr(fn, "__signature__"):
@@ -304,7 +326,7 @@ class Method:
         if not self._checked:
             self.plain_arity = self._arity
         elif all(k in _ARRIVES_AS_IS for k in kinds):
-            self.exact_types = {n: tuple(kinds[:n]) for n in range(fewest, len(params) + 1)}  # type: ignore[misc]
+            self.exact_types = {n: tuple(kinds[:n]) for n in range(fewest, len(params) + 1)}  # type: ignore[arg-type]
 
     def _rich_converter(self, annotation: Any) -> Callable[[Any], Any] | None:
         """The ``_coerce`` converter of an annotation ``simple_type`` does not know, or None."""
@@ -314,7 +336,9 @@ class Method:
         fn = getattr(fn, "__func__", fn)
         return _coerce.converter(_coerce.resolve(annotation, getattr(fn, "__globals__", None)))
 
-    def bind(self, args: list[Any], kwargs: dict[Any, Any]) -> tuple[tuple[Any, ...], dict]:
+    def bind(
+        self, args: list[Any], kwargs: dict[Any, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Bind and check arguments.
 
         Returns:
@@ -347,16 +371,18 @@ class Method:
         if self._checks:
             params = self.signature.parameters
             for pname, value in bound.arguments.items():
-                conv = self._checks.get(pname)
-                if conv is None:
+                convert = self._checks.get(pname)
+                if convert is None:
                     continue
                 kind = params[pname].kind
                 if kind is kind.VAR_POSITIONAL:
-                    bound.arguments[pname] = tuple(self._check(conv, pname, v) for v in value)
+                    bound.arguments[pname] = tuple(self._check(convert, pname, v) for v in value)
                 elif kind is kind.VAR_KEYWORD:
-                    bound.arguments[pname] = {k: self._check(conv, k, v) for k, v in value.items()}
+                    bound.arguments[pname] = {
+                        k: self._check(convert, k, v) for k, v in value.items()
+                    }
                 else:
-                    bound.arguments[pname] = self._check(conv, pname, value)
+                    bound.arguments[pname] = self._check(convert, pname, value)
         return bound.args, bound.kwargs
 
     def _check(self, conv: Callable[[Any], Any], pname: str, value: Any) -> Any:

@@ -153,6 +153,37 @@ def test_class_with_marked_members_exposes_only_those():
     assert list(reg.methods) == ["exposed"]
 
 
+def test_bare_decorator_over_staticmethod_and_classmethod():
+    # Given @method above @staticmethod / @classmethod, bare and with options
+    # (a classmethod object is not callable: the bare form used to take it for
+    # a misplaced positional option and refuse it)
+    class Members:
+        scale = 10
+
+        @snakepit.method
+        @staticmethod
+        def double(x: int) -> int:
+            return 2 * x
+
+        @snakepit.method
+        @classmethod
+        def scaled(cls, x: int) -> int:
+            return cls.scale * x
+
+        @snakepit.method(name="tripled")
+        @classmethod
+        def triple(cls, x: int) -> int:
+            return 3 * x
+
+    # When the class is loaded, Then all three are methods, bound as the class binds them
+    reg = registry_from_class(Members)
+    assert sorted(reg.methods) == ["double", "scaled", "tripled"]
+    assert reg.get("double").fn(2) == 4
+    assert reg.get("scaled").fn(2) == 20
+    assert reg.get("tripled").fn(2) == 6
+    assert Members.scaled(1) == 10
+
+
 def test_module_with_two_method_classes_asks_for_a_choice():
     mod = _module(
         "reg_two",
