@@ -43,11 +43,21 @@ defmodule Snakepit do
       Elixir app: `:otel_propagator_text_map.inject([])` gives the headers of
       the current context; pass its `"traceparent"`
 
+  On a pool started with `distributed: true` the call may run on a member
+  of the same pool on another connected node (docs/pool.md, "Pools across
+  nodes"); if that node goes away first the call fails with `:node_down`.
+
   Returns `{:ok, result}` or `{:error, %Snakepit.Error{}}`; it does not raise
   for failures on the Python side or crashes of the worker.
   """
   @spec call(atom() | pid(), request(), keyword()) :: {:ok, term()} | {:error, Error.t()}
   def call(pool, request, opts \\ []) do
-    Call.run(pool, Call.build!(request, opts, default_timeout: 5_000))
+    call = Call.build!(request, opts, default_timeout: 5_000)
+
+    # a pool started with `distributed: true` may send the call to another node
+    case Snakepit.Pool.Cluster.lookup(pool) do
+      nil -> Call.run(pool, call)
+      cluster -> Snakepit.Pool.Cluster.run(pool, cluster, call)
+    end
   end
 end

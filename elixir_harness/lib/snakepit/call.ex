@@ -187,6 +187,13 @@ defmodule Snakepit.Call do
   @doc false
   def down_error(pid, :noproc), do: Error.new(:noproc, "#{inspect(pid)} is not running")
 
+  # a distributed pool's member on another node, whose node went away
+  def down_error(pid, :noconnection),
+    do:
+      Error.new(:node_down, "lost the connection to #{node(pid)} (#{inspect(pid)})",
+        details: %{node: node(pid)}
+      )
+
   def down_error(pid, reason)
       when reason in [:normal, :shutdown] or
              (is_tuple(reason) and elem(reason, 0) == :shutdown),

@@ -30,6 +30,9 @@ defmodule Snakepit.Error do
       `:cancel_grace` and its Python process was killed
       (`details.reason == "killed"`)
     * `:noproc` - the pool or worker is not running
+    * `:node_down` - the call went to a member of a distributed pool on
+      another node, and the connection to that node was lost before it
+      answered (`details.node`); the call may or may not have run there
 
   `details` is the protocol's `details` map (e.g. `known` method names for
   `:unknown_method`, `signature` for `:bad_arguments`).
@@ -52,6 +55,7 @@ defmodule Snakepit.Error do
           | :protocol_error
           | :start_failed
           | :noproc
+          | :node_down
 
   @type t :: %__MODULE__{
           kind: kind() | atom(),

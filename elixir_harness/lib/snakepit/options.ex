@@ -39,7 +39,9 @@ defmodule Snakepit.Options do
     scale_down_idle: 30_000,
     affinity_wait: :infinity,
     circuit_breaker: nil,
-    events: []
+    events: [],
+    distributed: false,
+    gossip_interval: 200
   ]
 
   @pool_known [:name, :target, :size | Keyword.keys(@pool_defaults) ++ @worker_keys]
@@ -180,6 +182,13 @@ defmodule Snakepit.Options do
         raise ArgumentError,
               ":circuit_breaker must be a keyword list like [threshold: 5, window: 10_000, cooldown: 5_000], got: #{inspect(other)}"
     end
+
+    distributed = Keyword.get(opts, :distributed, false)
+
+    unless is_boolean(distributed),
+      do: raise(ArgumentError, ":distributed must be a boolean, got: #{inspect(distributed)}")
+
+    check!(opts, :gossip_interval, 1, [], "a positive integer")
 
     events = Keyword.get(opts, :events, [])
 

@@ -59,8 +59,9 @@ defmodule Snakepit.Pool do
       `:max_calls_jitter`, `:max_age`, `:max_age_jitter`, `:max_memory_mb`
       (all nil: off), `:min_size`, `:max_size` (both `:size`), `:scale_up_wait`
       (100 ms), `:scale_down_idle` (30_000 ms), `:affinity_wait`
-      (`:infinity`), `:circuit_breaker` (nil: off), `:events` (`[]`) - see
-      `docs/pool.md`
+      (`:infinity`), `:circuit_breaker` (nil: off), `:events` (`[]`),
+      `:distributed` (false: join the pools of the same name on connected
+      nodes), `:gossip_interval` (200 ms) - see `docs/pool.md`
 
   `start_link/1` returns once every worker is ready, or
   `{:error, %Snakepit.Error{kind: :start_failed}}` if one could not start.
@@ -69,7 +70,7 @@ defmodule Snakepit.Pool do
   use GenServer
 
   alias Snakepit.{Call, Error, Options, Worker}
-  alias Snakepit.Pool.{Breakers, Lifecycle, Members, Queue, Stats, Tree}
+  alias Snakepit.Pool.{Breakers, Cluster, Lifecycle, Members, Queue, Stats, Tree}
 
   @type name :: atom()
 
@@ -214,7 +215,9 @@ defmodule Snakepit.Pool do
       shed: 0,
       queue_timeouts: 0,
       retried: 0,
-      recycled: 0
+      recycled: 0,
+      # distributed: the counters callers read the queue depth from (Pool.Cluster)
+      cluster: Cluster.attach(opts)
     }
 
     Tree.census(sup)
@@ -234,6 +237,7 @@ defmodule Snakepit.Pool do
   def handle_call(:stats, _from, state), do: {:reply, Stats.of(state), state}
   def handle_call(:workers, _from, state), do: {:reply, Map.keys(state.workers), state}
   def handle_call(:supervisor, _from, state), do: {:reply, state.sup, state}
+  def handle_call(:cluster_load, _from, state), do: {:reply, Cluster.load(state), state}
 
   def handle_call(:reload, from, state) do
     gen = state.generation + 1
@@ -535,6 +539,8 @@ defmodule Snakepit.Pool do
   end
 
   defp queue_event(state, change) do
+    Cluster.queue_depth(state.cluster, state.qlen)
+
     Snakepit.Telemetry.execute([:snakepit, :pool, :queue], %{depth: state.qlen}, %{
       pool: state.name,
       change: change
@@ -735,7 +741,7 @@ defmodule Snakepit.Pool do
            {call, queue} <- Queue.take(state.queue, w, state.workers) do
         state = dequeued(call, %{state | queue: queue})
         # a caller that died while queued no longer wants its call run
-        state = if Process.alive?(call.caller), do: dispatch(call, pid, state), else: state
+        state = if alive?(call.caller), do: dispatch(call, pid, state), else: state
         serve_queue(pid, state)
       else
         _ -> state
@@ -755,7 +761,7 @@ defmodule Snakepit.Pool do
         |> :queue.to_list()
         |> Enum.reduce({state, []}, fn call, {state, kept} ->
           cond do
-            not Process.alive?(call.caller) ->
+            not alive?(call.caller) ->
               {dequeued(call, state), kept}
 
             pid = Queue.pick(call, state.workers) ->
@@ -769,6 +775,11 @@ defmodule Snakepit.Pool do
       %{state | queue: :queue.from_list(Enum.reverse(kept))}
     end
   end
+
+  # A caller on another node (a distributed pool) cannot be asked; its
+  # monitor takes its call out of the queue if it dies.
+  defp alive?(pid) when node(pid) == node(), do: Process.alive?(pid)
+  defp alive?(_pid), do: true
 
   # ----------------------------------------------------- queue timeouts
 

@@ -283,6 +283,12 @@ defmodule Snakepit.Pool.Queue do
   @spec models(list()) :: MapSet.t()
   def models(keys), do: MapSet.new(keys, &model_key/1)
 
+  @doc "An affinity key as reported models are kept: atoms as strings."
+  @spec model_key(term()) :: term()
+  def model_key(key) when is_binary(key), do: key
+  def model_key(key) when is_atom(key), do: Atom.to_string(key)
+  def model_key(key), do: key
+
   # The head is the usual answer: checked first, without copying the queue.
   defp take_first(queue, fun) do
     case :queue.out(queue) do
@@ -311,8 +317,4 @@ defmodule Snakepit.Pool.Queue do
       [match | after_match] -> {[match], :queue.from_list(before ++ after_match)}
     end
   end
-
-  defp model_key(key) when is_binary(key), do: key
-  defp model_key(key) when is_atom(key), do: Atom.to_string(key)
-  defp model_key(key), do: key
 end

@@ -58,7 +58,14 @@ defmodule Snakepit.Pool.Stats do
           }
         end)
     })
+    |> cluster(state)
   end
+
+  # a distributed pool's view of its cluster (Pool.Cluster.stats/1)
+  defp cluster(stats, %{cluster: nil}), do: stats
+
+  defp cluster(stats, state),
+    do: Map.put(stats, :cluster, Snakepit.Pool.Cluster.stats(state.name))
 
   defp reload_stats(%{reload: nil}), do: nil
 

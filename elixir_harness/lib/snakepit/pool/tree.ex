@@ -15,13 +15,17 @@ defmodule Snakepit.Pool.Tree do
 
   @impl true
   def init(opts) do
+    opts = Snakepit.Pool.Cluster.prepare(opts)
+
     server = %{
       id: :server,
       start: {GenServer, :start_link, [Snakepit.Pool, {opts, self()}, [name: opts[:name]]]}
     }
 
     workers = for i <- 1..opts[:size], do: worker_spec(opts, i)
-    Supervisor.init([server | workers], strategy: :rest_for_one)
+    # a distributed pool's :pg scope and cluster member come between (Pool.Cluster)
+    children = [server | Snakepit.Pool.Cluster.children(opts)] ++ workers
+    Supervisor.init(children, strategy: :rest_for_one)
   end
 
   @doc "The child spec of the pool's `n`th worker (`opts`: the pool's options)."
