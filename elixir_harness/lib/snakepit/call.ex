@@ -26,6 +26,7 @@ defmodule Snakepit.Call do
           kwargs: map(),
           meta: map(),
           deadline: integer() | nil,
+          timeout: timeout(),
           stream: boolean(),
           credit: non_neg_integer() | nil,
           affinity: term(),
