@@ -27,6 +27,8 @@ defmodule Snakepit.Pool.Queue do
   # guarantee above.
 
   @type worker :: %{
+          # the pool's own fields (served, limit, idempotent...) ride along
+          optional(atom()) => term(),
           status: :ready | :down | :draining,
           inflight: %{optional(reference()) => :sync | :async},
           sync: non_neg_integer(),
