@@ -7,20 +7,23 @@ PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup bytecode elixir lint test-python test-elixir bench clean
+.PHONY: demo test setup setup-base bytecode elixir lint test-python test-elixir dialyzer bench clean
 
-demo: setup bytecode elixir
+demo: setup-base bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
 	cd elixir_harness && mix run ../examples/elixir/beam_calls.exs
 
-test: setup bytecode elixir lint test-python test-elixir
+test: setup bytecode elixir lint test-python test-elixir dialyzer
 
+# `make demo` needs the package alone (setup-base); `make test` every extra (setup).
+setup-base: $(VENV)/.installed-base
 setup: $(VENV)/.installed
 
 # (setup.py builds the codec's C accelerator: a change to it reinstalls;
 # without a C compiler it is skipped and the codec stays pure Python, so one
-# is installed from apt when missing: the tests check the accelerator is built)
-$(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c snakepit_py/_cproc.c \
+# is installed from apt when missing: the tests check the accelerator is built.
+# snakepit-py --version then says whether the accelerators are in use, and why not.)
+$(VENV)/.installed-base: pyproject.toml setup.py snakepit_py/codec/_cetf.c snakepit_py/_cproc.c \
   snakepit_py/_cmetrics.c
 	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c "import os, sysconfig; \
 	  assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
@@ -28,14 +31,24 @@ $(VENV)/.installed: pyproject.toml setup.py snakepit_py/codec/_cetf.c snakepit_p
 	  echo "Installing a C compiler and the Python headers from apt (for the codec's C accelerator)..."; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null; }
+	@echo "==> Creating $(VENV) and upgrading pip..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
+	@echo "==> Installing snakepit_py (editable; builds its C accelerators)..."
+	$(PY) -m pip install --progress-bar on -e .
+	$(VENV)/bin/snakepit-py --version
+	touch $@
+
+# Everything the tests use: the dev tools and every extra, Ray included
+# (a few hundred MB: pip shows each download as it goes).
+$(VENV)/.installed: $(VENV)/.installed-base
+	@echo "==> Installing the test tools and the optional dependencies (.[dev,ray])..."
+	$(PY) -m pip install --progress-bar on -e '.[dev,ray]'
 	touch $@
 
 # Workers start from bytecode even where PYTHONDONTWRITEBYTECODE is set
 # (compileall only rewrites what changed).
-bytecode: setup
+bytecode: setup-base
 	$(PY) -m compileall -q snakepit_py examples benchmarks tests/workers elixir_harness/test/fixtures >/dev/null
 
 elixir:
@@ -47,6 +60,15 @@ elixir:
 lint: setup
 	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv scripts
 	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv scripts
+
+# Debian's dialyzer on the harness (no hex: scripts/dialyzer.sh builds the PLT once
+# under .cache/dialyzer and analyses the compiled modules).
+dialyzer: elixir
+	@command -v dialyzer >/dev/null 2>&1 || { \
+	  echo "Installing dialyzer from apt..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq erlang-dialyzer >/dev/null; }
+	scripts/dialyzer.sh
 
 # Under coverage, across every worker subprocess the tests start ([tool.coverage.run]
 # in pyproject.toml); the line coverage is reported per package area (docs/testing.md).
