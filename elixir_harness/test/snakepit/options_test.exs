@@ -115,6 +115,18 @@ defmodule Snakepit.OptionsTest do
       end
     end
 
+    test "checks :distributed and :gossip_interval" do
+      assert Options.pool!(name: :p, target: "w.py", distributed: true)[:distributed]
+
+      assert_raise ArgumentError, ~r/:distributed must be a boolean, got: :yes/, fn ->
+        Options.pool!(name: :p, target: "w.py", distributed: :yes)
+      end
+
+      assert_raise ArgumentError, ~r/:gossip_interval must be a positive integer, got: 0/, fn ->
+        Options.pool!(name: :p, target: "w.py", distributed: true, gossip_interval: 0)
+      end
+    end
+
     test "names unknown options, a worker-only one included" do
       assert_raise ArgumentError, ~r/unknown pool options \[:worker_id\], got: /, fn ->
         Options.pool!(name: :p, target: "w.py", worker_id: "w")

@@ -71,7 +71,8 @@ defmodule Snakepit.PoolClusterTest do
     _, _ -> :ok
   end
 
-  defp members(name), do: Pool.stats(name).cluster.members
+  # (nil while the cluster process restarts)
+  defp members(name), do: (Pool.stats(name).cluster || %{members: []}).members
   defp member(name, node), do: Enum.find(members(name), &(&1.node == node))
 
   defp os_pids_on(node, name), do: :erpc.call(node, Snakepit.TestHelpers, :os_pids, [name])
@@ -175,6 +176,20 @@ defmodule Snakepit.PoolClusterTest do
                Snakepit.call(name, %{method: "sleep", args: [5]}, affinity: "m", timeout: 300)
     end
 
+    test "a crash of the cluster layer restarts it, not the workers", %{a: a} do
+      name = start_cluster([a])
+      scope = Snakepit.Pool.Cluster.scope(name)
+      [member] = :pg.get_local_members(scope, {Pool, name})
+      before = os_pids(name)
+
+      Process.exit(member, :kill)
+
+      wait_until(fn -> :pg.get_local_members(scope, {Pool, name}) not in [[], [member]] end)
+      wait_until(fn -> length(members(name)) == 2 end)
+      assert os_pids(name) == before
+      assert {:ok, _} = whoami(name)
+    end
+
     test "non-distributed pools have no cluster and route as before" do
       name = start_pool(target: fixture(@worker), size: 1)
       refute Map.has_key?(Pool.stats(name), :cluster)
@@ -237,18 +252,6 @@ defmodule Snakepit.PoolClusterTest do
       wait_until(fn -> member(name, a) == nil end)
       assert [%{node: me}] = members(name)
       assert me == node()
-    end
-  end
-
-  describe "start_link/1" do
-    test "validates :distributed and :gossip_interval" do
-      assert_raise ArgumentError, ~r/:distributed must be a boolean, got: :yes/, fn ->
-        Pool.start_link(name: :x, target: "w.py", distributed: :yes)
-      end
-
-      assert_raise ArgumentError, ~r/:gossip_interval must be a positive integer, got: 0/, fn ->
-        Pool.start_link(name: :x, target: "w.py", distributed: true, gossip_interval: 0)
-      end
     end
   end
 end

@@ -55,13 +55,14 @@ defmodule Snakepit.TestCluster do
     end
   end
 
-  @doc "Starts a peer node with this node's code paths and the :snakepit app; `{peer, node}`."
+  @doc "Starts a peer node with this node's code paths and the harness's application; `{peer, node}`."
   @spec start_peer(String.t()) :: {pid(), node()}
   def start_peer(prefix) do
     name = :"#{prefix}_#{System.unique_integer([:positive])}"
     {:ok, peer, node} = :peer.start(%{name: name, wait_boot: 30_000})
     :ok = :erpc.call(node, :code, :add_pathsz, [:code.get_path()])
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:snakepit])
+    app = Application.get_application(Snakepit.Pool)
+    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [app])
     :ok = :erpc.call(node, Logger, :configure, [[level: :error]])
     {peer, node}
   end

@@ -68,7 +68,12 @@ defmodule Snakepit.Pool.Cluster do
     end
   end
 
-  @doc "The children a distributed pool's tree runs after its server ([] otherwise)."
+  @doc """
+  The child a distributed pool's tree runs after its server ([] otherwise): a
+  supervisor of the `:pg` scope and this process, restarted together, so that
+  a failure here never restarts the workers that come after it in the pool's
+  `rest_for_one` tree (short of this supervisor giving up).
+  """
   @spec children(keyword()) :: [Supervisor.child_spec()]
   def children(opts) do
     case opts[:cluster] do
@@ -76,9 +81,17 @@ defmodule Snakepit.Pool.Cluster do
         []
 
       %{scope: scope} ->
-        [
+        members = [
           %{id: :pg, start: {:pg, :start_link, [scope]}},
-          %{id: :cluster, start: {GenServer, :start_link, [__MODULE__, opts]}}
+          %{id: __MODULE__, start: {GenServer, :start_link, [__MODULE__, opts]}}
+        ]
+
+        [
+          %{
+            id: __MODULE__,
+            type: :supervisor,
+            start: {Supervisor, :start_link, [members, [strategy: :one_for_all]]}
+          }
         ]
     end
   end
