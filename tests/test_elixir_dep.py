@@ -7,6 +7,7 @@ pool of real Python workers from its own code and calling them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ defmodule MyApp.MixProject do
   def application, do: [extra_applications: [:logger]]
 
   defp deps do
-    [{:snakepit_py, path: HARNESS}]
+    [DEP]
   end
 end
 """
@@ -66,12 +67,10 @@ def fail():
 """
 
 
-def test_a_new_mix_project_depends_on_the_harness_by_path(tmp_path):
-    # Given a new mix project whose only dependency is the harness, by path
+def _scratch_project(tmp_path, dep: str):
     app = tmp_path / "my_app"
     (app / "lib").mkdir(parents=True)
-    harness = str(ROOT / "elixir_harness")
-    (app / "mix.exs").write_text(MIX_EXS.replace("HARNESS", f'"{harness}"'))
+    (app / "mix.exs").write_text(MIX_EXS.replace("DEP", dep))
     (app / "lib" / "my_app.ex").write_text(APP)
     (app / "worker.py").write_text(WORKER)
     env = {
@@ -81,8 +80,10 @@ def test_a_new_mix_project_depends_on_the_harness_by_path(tmp_path):
         "SNAKEPIT_PYTHON": sys.executable,
         "LANG": "C.UTF-8",
     }
+    return app, env
 
-    # When it compiles (the harness as a dep, then the app) and runs
+
+def _compile_and_call(app, env):
     compiled = subprocess.run(
         ["mix", "compile"], cwd=app, env=env, capture_output=True, text=True, timeout=300
     )
@@ -94,8 +95,38 @@ def test_a_new_mix_project_depends_on_the_harness_by_path(tmp_path):
         cwd=app, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 
-    # Then its code called a real Python worker; the OTP app is :snakepit_py, not :snakepit
+    # its code called a real Python worker; the OTP app is :snakepit_py, not :snakepit
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "loaded: true false" in run.stdout
     assert "stats: 2" in run.stdout
     assert "answered" in run.stdout
+
+
+def test_a_new_mix_project_depends_on_the_harness_by_path(tmp_path):
+    # Given a new mix project whose only dependency is the harness, by path
+    harness = ROOT / "elixir_harness"
+    app, env = _scratch_project(tmp_path, f'{{:snakepit_py, path: "{harness}"}}')
+    # When it compiles (the harness as a dep, then the app) and runs, then
+    _compile_and_call(app, env)
+
+
+def test_a_new_mix_project_depends_on_the_harness_by_git_sparse(tmp_path):
+    # Given the repository as a git remote (this clone's committed main) and a
+    # project taking only its elixir_harness directory
+    url = f"file://{ROOT}"
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dep = f'{{:snakepit_py, git: "{url}", ref: "{head}", sparse: "elixir_harness"}}'
+    app, env = _scratch_project(tmp_path, dep)
+    env["PATH"] += ":" + os.path.dirname(shutil.which("git") or "/usr/bin/git")
+    fetched = subprocess.run(
+        ["mix", "deps.get"], cwd=app, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert fetched.returncode == 0, fetched.stdout[-3000:] + fetched.stderr[-3000:]
+    # the checkout holds the harness alone, and Mix finds the project inside it
+    assert sorted(p.name for p in (app / "deps/snakepit_py").iterdir() if p.name != ".git") == [
+        "elixir_harness"
+    ]
+    # When it compiles and runs, then
+    _compile_and_call(app, env)
