@@ -7,13 +7,13 @@ PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-base bytecode elixir lint test-python test-elixir dialyzer bench clean
+.PHONY: demo test setup setup-base bytecode elixir lint typecheck test-python test-elixir dialyzer bench clean
 
 demo: setup-base bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
 	cd elixir_harness && mix run ../examples/elixir/beam_calls.exs
 
-test: setup bytecode elixir lint test-python test-elixir dialyzer
+test: setup bytecode elixir lint typecheck test-python test-elixir dialyzer
 
 # `make demo` needs the package alone (setup-base); `make test` every extra (setup).
 setup-base: $(VENV)/.installed-base
@@ -60,6 +60,11 @@ elixir:
 lint: setup
 	$(PY) -m ruff check setup.py snakepit_py tests benchmarks examples priv scripts
 	$(PY) -m ruff format --check setup.py snakepit_py tests benchmarks examples priv scripts
+
+# mypy ([tool.mypy] in pyproject.toml): the package clean, its public API under --strict;
+# tests/typecheck checks what users see of it (@snakepit.method keeps their types)
+typecheck: setup
+	$(PY) -m mypy
 
 # Debian's dialyzer on the harness (no hex: scripts/dialyzer.sh builds the PLT once
 # under .cache/dialyzer and analyses the compiled modules).

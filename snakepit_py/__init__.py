@@ -26,6 +26,8 @@ from .errors import (
 
 TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._models import ModelCache
 
 __all__ = [
@@ -81,7 +83,7 @@ def publish(name: str, data: object) -> None:
     _publish(name, data)
 
 
-def report_loaded(models: list) -> None:
+def report_loaded(models: list[Any]) -> None:
     """Report the models this worker has loaded: health reports list them and a
     ``"loaded_models"`` event is pushed so routing tables update at once."""
     from ._state import set_loaded_models

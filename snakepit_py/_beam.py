@@ -55,6 +55,7 @@ class _Waiter:
         self.future = future
         self.loop = loop
         self.outcome: tuple[Any, Any] | None = None
+        self.lock: _thread.LockType | None
         if future is None:
             self.lock = _thread.allocate_lock()
             self.lock.acquire()

@@ -174,7 +174,7 @@ class CallRunner:
         ctx.task = task
         # A task cancelled before its first step never runs its body, so the
         # terminal for that case is sent from here (only the first one is sent).
-        task.add_done_callback(lambda t: t.cancelled() and self.finish_cancelled(ctx))
+        task.add_done_callback(lambda t: t.cancelled() and self.finish_cancelled(ctx))  # type: ignore[func-returns-value]
 
     async def _run_async(self, ctx: CallContext) -> None:
         import asyncio
@@ -186,7 +186,8 @@ class CallRunner:
         try:
             ctx.check_cancelled()
             if spec.is_async_generator:
-                result = await self._drive_async_generator(ctx, spec.fn(*ctx.args, **ctx.kwargs))
+                await self._drive_async_generator(ctx, spec.fn(*ctx.args, **ctx.kwargs))
+                result = None  # (an async generator returns nothing)
             else:
                 result = await spec.fn(*ctx.args, **ctx.kwargs)
         except (asyncio.CancelledError, CallCancelled):

@@ -47,7 +47,8 @@ def _set_async_exc(thread_id: int, exc: type[BaseException]) -> int:
         api = ctypes.pythonapi.PyThreadState_SetAsyncExc
         api.restype = ctypes.c_int
         _async_exc_api = api
-    return _async_exc_api(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+    changed: int = _async_exc_api(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+    return changed
 
 
 class _Dropped(BaseException):
@@ -107,7 +108,8 @@ class ChunkOutlet:
 
     def encoder(self, call_id: int) -> Callable[[int, Any], bytes]:
         """Return ``(seq, data) -> frame`` for the chunks of call ``call_id``."""
-        return self._codec.chunk_encoder(call_id)
+        encode: Callable[[int, Any], bytes] = self._codec.chunk_encoder(call_id)
+        return encode
 
 
 class CallContext:
@@ -126,6 +128,7 @@ class CallContext:
         "_thread_id", "_in_user", "_interrupted", "task", "loop", "_async_wake",
         "serial", "armed", "_encode_chunk", "_beam_waits", "t0", "span",
     )  # fmt: skip
+    span: Any  # its OpenTelemetry server span, set only when traced (_tracing)
 
     def __init__(
         self,

@@ -250,7 +250,8 @@ class Dispatcher:
         spec = self.registry.methods.get(name)
         if spec is None:
             exc = MethodNotFound(name, sorted(self.registry.methods))
-            return self._reject(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
+            self._reject(cid, "unknown_method", "MethodNotFound", str(exc), known=exc.known)
+            return None
         plain = spec.plain_arity  # (fewest, most) positional args when a length check binds them
         exact = spec.exact_types  # {n args: their types} when their types alone check them
         if not kwargs and (
@@ -263,9 +264,10 @@ class Dispatcher:
             try:
                 bargs, bkwargs = spec.bind(args, kwargs)
             except BadArguments as exc:
-                return self._reject(
+                self._reject(
                     cid, "bad_arguments", "BadArguments", str(exc), signature=exc.signature
                 )
+                return None
         if spec.timeout is not None:
             spec_ms = spec.timeout * 1000.0
             timeout_ms = spec_ms if timeout_ms is None else min(timeout_ms, spec_ms)
@@ -302,7 +304,8 @@ class Dispatcher:
                     table.sync_queue.append(ctx)
         table.lock.release()
         if refusal is not None:
-            return self._refuse_call(cid, refusal)
+            self._refuse_call(cid, refusal)
+            return None
         if deadline is not None:
             ctx.serial = next(self._serials)
             # A call the reading thread runs at once mostly ends long before its
@@ -319,7 +322,7 @@ class Dispatcher:
         if len(msg) != 2:
             self.bad_request(None, "a cancel is {:cancel, id}")
             return
-        ctx = self._calls.get(msg[1])  # type: ignore[arg-type]
+        ctx = self._calls.get(msg[1])
         if ctx is not None:
             self.cancel(ctx, "cancelled")
 
@@ -327,7 +330,7 @@ class Dispatcher:
         if len(msg) != 3 or type(msg[2]) is not int or msg[2] < 0:
             self.bad_request(None, "a credit is {:credit, id, n} with n >= 0")
             return
-        ctx = self._calls.get(msg[1])  # type: ignore[arg-type]
+        ctx = self._calls.get(msg[1])
         if ctx is not None:
             ctx.add_credit(msg[2])
 
@@ -406,7 +409,7 @@ class Dispatcher:
         return True
 
     def _on_shutdown(self, msg: tuple) -> None:
-        grace = msg[1] if len(msg) == 2 else None
+        grace: Any = msg[1] if len(msg) == 2 else None
         if type(grace) not in (int, float) or grace < 0:
             self.bad_request(None, "a shutdown is {:shutdown, grace_ms}")
             return
@@ -434,7 +437,8 @@ class Dispatcher:
             self.cancel(ctx, "timeout")
 
     def _live_deadlines(self) -> list[tuple[float, int, int]]:
-        return [(c.deadline, c.serial, c.id) for c in self.table.snapshot() if c.armed]
+        # (an armed call has a deadline)
+        return [(c.deadline, c.serial, c.id) for c in self.table.snapshot() if c.armed]  # type: ignore[misc]
 
     def arm_deadlines(self) -> None:
         """Arm the deadlines of calls that were run at once without one (``lazy_deadlines``)."""

@@ -36,6 +36,10 @@ import time
 
 from . import _lifecycle
 
+TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 __all__ = ["guard_pid", "start"]
 
 _PR_SET_CHILD_SUBREAPER, _PR_SET_PDEATHSIG = 36, 1
@@ -48,11 +52,11 @@ guard_pid: int | None = None
 
 def _prctl(option: int, value: int) -> bool:
     try:
-        from . import _cproc  # type: ignore[attr-defined]
+        from ._cproc import set_child_subreaper, set_parent_death_signal
 
         if option == _PR_SET_CHILD_SUBREAPER:
-            return bool(_cproc.set_child_subreaper(value))
-        return bool(_cproc.set_parent_death_signal(value))
+            return bool(set_child_subreaper(value))
+        return bool(set_parent_death_signal(value))
     except ImportError:
         pass
     import ctypes
@@ -102,12 +106,12 @@ def start() -> int | None:
     _guard(worker)
 
 
-def _guard(worker: int) -> None:
+def _guard(worker: int) -> NoReturn:
     """The guard's whole life: forward signals, wait for the worker, sweep, exit. Never returns."""
     try:
         import _signal as signal
     except ImportError:  # pragma: no cover - other interpreters
-        import signal  # type: ignore[no-redef]
+        import signal
 
     def forward(signum: int, _frame: object) -> None:
         try:

@@ -53,7 +53,7 @@ def become_subreaper() -> bool:
 def c_controls() -> Any:
     """The C process controls (``snakepit_py._cproc``), or None when built without them."""
     try:
-        from . import _cproc  # type: ignore[attr-defined]
+        from . import _cproc
     except ImportError:
         return None
     return _cproc

@@ -65,7 +65,10 @@ def _attach(send: Callable[[Any], None], level: int) -> None:
             self._busy.on = True
             try:
                 ctx = call_var.get()
-                meta = {_LOGGER: record.name, _CALL_ID: ctx.id if ctx is not None else None}
+                meta: dict[str, Any] = {
+                    _LOGGER: record.name,
+                    _CALL_ID: ctx.id if ctx is not None else None,
+                }
                 if ctx is not None:
                     meta[_METHOD] = ctx.method
                     ids = log_ids(ctx) if ctx.meta else None
@@ -118,7 +121,8 @@ class _WhenImported:
 
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
-            spec.loader = _AfterExec(spec.loader, lambda _m: _attach(self.send, self.level))
+            loader: Any = _AfterExec(spec.loader, lambda _m: _attach(self.send, self.level))
+            spec.loader = loader  # (it passes everything else on to the loader it wraps)
         return spec
 
 

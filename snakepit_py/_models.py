@@ -99,7 +99,7 @@ class ModelCache:
             _state.set_loaded_models(names)
         return model
 
-    def loaded(self) -> list:
+    def loaded(self) -> list[Any]:
         """The names of the models loaded, least recently used first."""
         with self._lock:
             return list(self._models)

@@ -12,7 +12,7 @@ docs/observability.md.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _metrics
 
@@ -114,7 +114,7 @@ def merged_snapshot() -> dict[str, Any]:
     snaps = [m.snapshot() for m in _metrics.sources()]
     if len(snaps) == 1:
         return snaps[0]
-    out = {
+    out: dict[str, Any] = {
         "methods": {}, "queue_wait": {"count": 0, "sum_ns": 0, "buckets": {}}, "refused": {},
         "inflight": 0, "loaded_models": 0, "model_loads": _metrics.histogram(
             [0] * _metrics.SLOTS), "beam_calls": {},
@@ -175,7 +175,8 @@ def start(text: str) -> str:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         _refuse(f"cannot serve metrics on {text!r}: {exc}")
-    bound_host, bound_port = server.server_address[:2]
+    bound: Any = server.server_address  # (host, port, ...): a str host, whatever typeshed allows
+    bound_host, bound_port = bound[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     address = f"{shown}:{bound_port}"
     _metrics.exporter = address
@@ -183,7 +184,7 @@ def start(text: str) -> str:
     return address
 
 
-def _refuse(message: str) -> Any:
+def _refuse(message: str) -> NoReturn:
     import os
 
     print(f"snakepit-py: {message}", file=sys.stderr, flush=True)

@@ -30,7 +30,7 @@ from .transport.port import FrameReader, FrameTooLarge, FrameWriter, protect_std
 try:  # the C module: `signal` adds enums on top, and `enum` is not free to import
     import _signal as signal
 except ImportError:  # pragma: no cover - other interpreters
-    import signal  # type: ignore[no-redef]
+    import signal
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:

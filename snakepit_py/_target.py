@@ -36,7 +36,7 @@ __all__ = ["find_in_target", "find_in_class", "find_in_module"]
 
 
 def _methods_of_instance(obj: Any, cls: type) -> tuple[list[Method], Callable[[], Any] | None]:
-    members = {}
+    members: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         if klass is object:
             continue

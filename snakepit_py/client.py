@@ -41,7 +41,8 @@ def _channel_options(max_message: int) -> list[tuple[str, Any]]:
 
 def _call_error(err: grpc.RpcError, codec: Any) -> Exception:
     """Turn a failed RPC into CallError (worker errors) or leave it as grpc.RpcError."""
-    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+    failed: Any = err  # a grpc.Call too (grpc-stubs' metadatum is not the tuple it is)
+    for key, value in failed.trailing_metadata() or ():
         if key == ERROR_KEY:
             return CallError(error_from_proto(pb.Error.FromString(value), codec))
     return err
@@ -69,10 +70,12 @@ class GrpcCall:
 
     def cancel(self) -> bool:
         """Cancel the RPC; the worker cancels the call, exactly like ``{:cancel, id}``."""
-        return self._future.cancel()
+        cancelled: bool = self._future.cancel()
+        return cancelled
 
     def done(self) -> bool:
-        return self._future.done()
+        done: bool = self._future.done()
+        return done
 
 
 class GrpcStream:
@@ -174,8 +177,8 @@ class GrpcClient:
         """Wait until the channel is connected. Raises grpc.FutureTimeoutError."""
         grpc.channel_ready_future(self.channel).result(timeout)
 
-    def _request(self, method: str, args: tuple, kwargs: dict | None, timeout_ms: int | None,
-                 meta: dict | None) -> Any:  # fmt: skip
+    def _request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                 timeout_ms: int | None, meta: dict[str, Any] | None) -> Any:  # fmt: skip
         enc = self.codec.encode
         return pb.CallRequest(
             method=method, codec=self.codec_name,
@@ -183,8 +186,8 @@ class GrpcClient:
             timeout_ms=timeout_ms or 0, meta=enc(meta) if meta else b"",
         )  # fmt: skip
 
-    def call(self, method: str, *args: Any, kwargs: dict | None = None,
-             timeout_ms: int | None = None, meta: dict | None = None,
+    def call(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
+             timeout_ms: int | None = None, meta: dict[str, Any] | None = None,
              timeout: float | None = None) -> Any:  # fmt: skip
         """Make one call and return its result.
 
@@ -203,16 +206,16 @@ class GrpcClient:
             raise _call_error(err, self.codec) from None
         return self.codec.decode(reply.result)
 
-    def start_call(self, method: str, *args: Any, kwargs: dict | None = None,
-                   timeout_ms: int | None = None, meta: dict | None = None,
+    def start_call(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
+                   timeout_ms: int | None = None, meta: dict[str, Any] | None = None,
                    timeout: float | None = None) -> GrpcCall:  # fmt: skip
         """Start a call and return at once; ``.result()`` waits, ``.cancel()`` cancels."""
         request = self._request(method, args, kwargs, timeout_ms, meta)
         future = self._call.future(request, timeout=timeout, metadata=self.metadata)
         return GrpcCall(future, self.codec)
 
-    def stream(self, method: str, *args: Any, kwargs: dict | None = None,
-               timeout_ms: int | None = None, meta: dict | None = None,
+    def stream(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
+               timeout_ms: int | None = None, meta: dict[str, Any] | None = None,
                timeout: float | None = None) -> GrpcStream:  # fmt: skip
         """Start a streaming call; iterate it for the chunks, then read ``.result``."""
         request = self._request(method, args, kwargs, timeout_ms, meta)
@@ -223,17 +226,19 @@ class GrpcClient:
         """Cancel a call started with ``start_call`` or ``stream``."""
         call.cancel()
 
-    def health(self, timeout: float | None = 10.0) -> dict:
+    def health(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The worker's health report (``status``, ``inflight``, ``loaded_models``, ...)."""
         reply = self._health(pb.InfoRequest(codec=self.codec_name), timeout=timeout,
                              metadata=self.metadata)  # fmt: skip
-        return self.codec.decode(reply.data)
+        report: dict[str, Any] = self.codec.decode(reply.data)
+        return report
 
-    def describe(self, timeout: float | None = 10.0) -> dict:
+    def describe(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The method catalogue."""
         reply = self._describe(pb.InfoRequest(codec=self.codec_name), timeout=timeout,
                                metadata=self.metadata)  # fmt: skip
-        return self.codec.decode(reply.data)
+        catalogue: dict[str, Any] = self.codec.decode(reply.data)
+        return catalogue
 
     def serving_status(self, service: str = "", timeout: float | None = 10.0) -> str:
         """The standard grpc.health.v1 status: ``"SERVING"`` or ``"NOT_SERVING"``."""

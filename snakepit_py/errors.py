@@ -56,7 +56,9 @@ class DecodeError(CodecError, ValueError):
         offset: where in the input decoding stopped, when known.
     """
 
-    def __init__(self, message: str, data: bytes = b"", offset: int | None = None) -> None:
+    def __init__(
+        self, message: str, data: bytes | bytearray | memoryview = b"", offset: int | None = None
+    ) -> None:
         super().__init__(message)
         self.data = bytes(data[:64])
         self.offset = offset
@@ -131,8 +133,8 @@ class BeamCallError(SnakepitError):
         details: the error's ``details`` map.
     """
 
-    def __init__(self, kind: str, type: str | None, message: str, *,
-                 traceback: str | None = None, details: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, kind: str, type: str | None, message: str, *, traceback: str | None = None,
+                 details: dict[Any, Any] | None = None) -> None:  # fmt: skip
         super().__init__(f"{kind}: {type}: {message}" if type else f"{kind}: {message}")
         self.kind = kind
         self.type = type

@@ -39,7 +39,7 @@ class BeamServer:
         if self.functions and isinstance(features, list) and "beam_call" in features:
             self.sup.send_term((_BEAM_FUNCTIONS, list(self.functions)))
 
-    def on_message(self, msg: tuple) -> None:
+    def on_message(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "beam_cancel":
             with self._lock:
                 self.cancels.append(msg[1])
@@ -70,7 +70,7 @@ class BeamServer:
             timer.start()
         self._pool.submit(self._run, ref, fn, args)
 
-    def _run(self, ref: int, fn: Any, args: list) -> None:
+    def _run(self, ref: int, fn: Any, args: list[Any]) -> None:
         import inspect
         import traceback
 
@@ -95,11 +95,11 @@ class BeamServer:
 
     def _error(self, ref: int, kind: str, type_: str, message: str, tb: str | None = None,
                track: bool = True) -> None:  # fmt: skip
-        error = {_A("kind"): _A(kind), _A("type"): type_, _A("message"): message,
+        error: dict[Atom, Any] = {_A("kind"): _A(kind), _A("type"): type_, _A("message"): message,
                  _A("traceback"): tb, _A("details"): {}}  # fmt: skip
         self._reply(ref, (_ERROR, error), track)
 
-    def _reply(self, ref: int, outcome: tuple, track: bool = True) -> None:
+    def _reply(self, ref: int, outcome: tuple[Any, ...], track: bool = True) -> None:
         """Send the one reply for ``ref`` (nothing once it was answered, timed out or cancelled)."""
         if track:
             with self._lock:

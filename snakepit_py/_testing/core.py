@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..codec import Atom, get_codec
 from ..errors import ProtocolError
@@ -84,11 +84,11 @@ class SupervisorCore:
         self.ready_timeout = ready_timeout
         self.record = record
         self.frames: list[Any] = []
-        self.logs: list[tuple] = []
-        self.events: list[tuple] = []
-        self.orphan_errors: queue.SimpleQueue[dict] = queue.SimpleQueue()
-        self.bye: dict | None = None
-        self.ready: dict | None = None
+        self.logs: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.orphan_errors: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.bye: dict[str, Any] | None = None
+        self.ready: dict[str, Any] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, PendingCall] = {}
@@ -153,7 +153,7 @@ class SupervisorCore:
         if not self._ready.wait(self.ready_timeout) or self.ready is None:
             self._fail(why)
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str) -> NoReturn:
         self.kill()
         self._release()
         raise ProtocolError(f"worker {self.target!r} {why}; its output:\n{self.output()}")
@@ -242,9 +242,9 @@ class SupervisorCore:
         self,
         method: str,
         *args: Any,
-        kwargs: dict | None = None,
+        kwargs: dict[str, Any] | None = None,
         timeout_ms: int | None = None,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
         credit: int | None = None,
         call_id: int | None = None,
     ) -> PendingCall:
@@ -261,8 +261,8 @@ class SupervisorCore:
         self.send_term((_CALL, cid, method, list(args), dict(kwargs or {}), opts))
         return pending
 
-    def call(self, method: str, *args: Any, kwargs: dict | None = None,
-             timeout_ms: int | None = None, meta: dict | None = None) -> Any:  # fmt: skip
+    def call(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
+             timeout_ms: int | None = None, meta: dict[str, Any] | None = None) -> Any:  # fmt: skip
         """Make one call and return its result.
 
         Raises:
@@ -271,8 +271,8 @@ class SupervisorCore:
         pending = self.start_call(method, *args, kwargs=kwargs, timeout_ms=timeout_ms, meta=meta)
         return pending.wait(self.timeout)
 
-    def stream(self, method: str, *args: Any, kwargs: dict | None = None,
-               timeout_ms: int | None = None, meta: dict | None = None,
+    def stream(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
+               timeout_ms: int | None = None, meta: dict[str, Any] | None = None,
                credit: int | None = None, auto_credit: bool = False) -> Stream:  # fmt: skip
         """Start a streaming call; iterate the result for its chunks."""
         pending = self.start_call(
@@ -299,15 +299,17 @@ class SupervisorCore:
         except queue.Empty:
             raise TimeoutError(f"no answer to {tag} within {timeout or self.timeout} s") from None
 
-    def health(self, timeout: float | None = None) -> dict:
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask for a health report."""
-        return self._request(_HEALTH, timeout)
+        report: dict[str, Any] = self._request(_HEALTH, timeout)
+        return report
 
-    def describe(self, timeout: float | None = None) -> dict:
+    def describe(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask for the method catalogue."""
-        return self._request(_DESCRIBE, timeout)
+        catalogue: dict[str, Any] = self._request(_DESCRIBE, timeout)
+        return catalogue
 
-    def shutdown(self, grace_ms: int = 1000, timeout: float = 10.0) -> dict | None:
+    def shutdown(self, grace_ms: int = 1000, timeout: float = 10.0) -> dict[str, Any] | None:
         """Send ``{:shutdown, grace_ms}`` and wait for the exit; returns the ``:bye`` stats."""
         self.send_term((_SHUTDOWN, grace_ms))
         assert self.proc is not None
@@ -339,7 +341,7 @@ class SupervisorCore:
         with self._cond:
             self._cond.notify_all()
 
-    def _on_message(self, msg: tuple) -> None:
+    def _on_message(self, msg: tuple[Any, ...]) -> None:
         if self.record:
             self.frames.append(msg)
         tag = msg[0]
@@ -377,7 +379,7 @@ class SupervisorCore:
             self._cond.notify_all()
 
 
-def _lost(proc: subprocess.Popen[bytes] | None) -> dict:
+def _lost(proc: subprocess.Popen[bytes] | None) -> dict[str, Any]:
     code = proc.poll() if proc is not None else None
     return {
         _A("kind"): _A("worker_crashed"),

@@ -76,7 +76,7 @@ def _dec_small_tuple(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if depth <= 0:
         raise DecodeError("term nested too deeply", data, pos)
     depth -= 1
-    items = []
+    items: list[Any] = []
     append = items.append
     pos += 2
     for _ in range(data[pos - 1]):
@@ -98,7 +98,7 @@ def _dec_large_tuple(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     pos += 5
     if arity > len(data) - pos:  # every element takes at least one byte
         raise DecodeError(f"tuple of {arity} elements overruns the input", data, pos)
-    items = []
+    items: list[Any] = []
     append = items.append
     for _ in range(arity):
         value, pos = DECODERS[data[pos]](data, pos, depth)
@@ -128,7 +128,7 @@ def _dec_map(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return result, pos
 
 
-def _from_struct(term: dict) -> Any:
+def _from_struct(term: dict[Any, Any]) -> Any:
     """``_types.from_struct(term)``, the module imported on first use."""
     global _from_struct
     from ._types import from_struct
@@ -149,7 +149,7 @@ def _dec_list(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     pos += 5
     if length >= len(data) - pos:  # every element, and the tail, take at least one byte
         raise DecodeError(f"list of {length} elements overruns the input", data, pos)
-    items = []
+    items: list[Any] = []
     append = items.append
     for _ in range(length):
         tag = data[pos]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    _Hook = Callable[[Any], Any] | None
+
 __all__ = ["encode", "encode_into", "encode_int", "SMALL_INTS"]
 
 _pack_tag_u32 = struct.Struct(">BI").pack
@@ -29,7 +31,6 @@ _pack_tag_i32 = struct.Struct(">Bi").pack
 _pack_tag_f64 = struct.Struct(">Bd").pack
 
 _VERSION_BYTES = bytes((tags.VERSION,))
-_Hook = "Callable[[Any], Any] | None"
 
 SMALL_INTS = [bytes((tags.SMALL_INTEGER_EXT, i)) for i in range(256)]
 _SMALL_TUPLES = [bytes((tags.SMALL_TUPLE_EXT, i)) for i in range(256)]
@@ -161,7 +162,8 @@ def _encode_other(obj: Any, out: bytearray, depth: int, default: _Hook) -> None:
             raise EncodeError("value nested too deeply (or cyclic)", _type_name(obj))
         base = tuple if isinstance(obj, tuple) else list if isinstance(obj, list) else dict
         # Shallow conversion: the items themselves are still encoded one by one.
-        _encode_term(base(obj.items() if base is dict else obj), out, depth, default)
+        shallow = base(obj.items() if base is dict else obj)  # type: ignore[union-attr]
+        _encode_term(shallow, out, depth, default)
     elif (term := _rich_term(obj)) is not NO_TERM:
         # numpy, datetimes, decimals, dataclasses... (codec/_types.py): only values
         # that would otherwise go to ``default`` or fail ever come this far.

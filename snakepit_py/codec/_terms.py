@@ -36,7 +36,7 @@ class Atom(str):
         return f"Atom({str.__repr__(self)})"
 
 
-class ImproperList(list):
+class ImproperList(list):  # type: ignore[type-arg]  # (list[Any] at run time costs)
     """An Erlang list whose tail is not ``[]``: ``[1, 2 | tail]``.
 
     Attributes:
@@ -58,7 +58,7 @@ class ImproperList(list):
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"ImproperList({list.__repr__(self)}, tail={self.tail!r})"

@@ -305,7 +305,7 @@ def _to_datetime(term: dict, kind: Atom) -> Any:
         return dt.time(*fields)
     if kind == NAIVE_DATETIME:
         return dt.datetime(*fields)
-    return dt.datetime(*fields, tzinfo=_tzinfo(dt, term))
+    return dt.datetime(*fields, tzinfo=_tzinfo(dt, term))  # type: ignore[misc]  # (no 8th field)
 
 
 _DAY = ("year", "month", "day")

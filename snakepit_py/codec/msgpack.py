@@ -54,13 +54,13 @@ _SPECIAL_ATOMS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 _NOT_SPECIAL = object()
 
 
-def _to_term(value: Any) -> Any:
-    """``_types.to_term(value)``, the module imported on first use."""
+def _to_term(obj: Any) -> Any:
+    """``_types.to_term(obj)``, the module imported on first use."""
     global _to_term
     from ._types import to_term
 
     _to_term = to_term
-    return to_term(value)
+    return to_term(obj)
 
 
 # How many times a user ``default`` hook may hand back a value that needs yet
@@ -115,7 +115,7 @@ def encode(
             # Subclasses of the native types (IntEnum, StrEnum, OrderedDict...).
             for base in (int, float, str, bytes, list, dict):
                 if isinstance(value, base):
-                    return base(value)
+                    return base(value)  # type: ignore[arg-type]  # (value is a base)
             term = _to_term(value)  # numpy, datetimes, decimals... (codec/_types.py)
             if term is not NO_TERM:
                 value = term

@@ -195,9 +195,9 @@ class Catalog:
         if getattr(obj, "__module__", None) != module:
             return None  # re-exported from elsewhere: only code defined under the prefix
         if kind == "task" and inspect.isfunction(obj):
-            opts = _registered[obj.__snakepit_ray__].options if hasattr(obj, _MARK) else {}
+            opts = _registered[getattr(obj, _MARK)].options if hasattr(obj, _MARK) else {}
         elif kind == "actor" and isinstance(obj, type):
-            opts = _registered[obj.__snakepit_ray__].options if hasattr(obj, _MARK) else {}
+            opts = _registered[getattr(obj, _MARK)].options if hasattr(obj, _MARK) else {}
         else:
             return None
         spec = Spec(name, kind, obj, dict(opts))

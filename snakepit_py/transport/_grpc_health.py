@@ -42,6 +42,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, Any]]:
     while pos < n:
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes | None
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 2:

@@ -194,6 +194,7 @@ class WorkerService:
     def _session_error(self, session: SessionRoute, ext: Any, message: str) -> None:
         """Answer ``:bad_request`` on this session, naming the id the session used."""
         router = self.router
+        iid: int | None
         if ext is not None and ext in session.calls:
             iid = session.calls[ext]  # in flight: reported out of band, never a second terminal
         else:
@@ -299,7 +300,7 @@ class WorkerService:
         iid = self.router.register(dest)
         handle = self.dispatcher.handle
         # A client that cancels (or disconnects) cancels the call, like {:cancel, id}.
-        live = context.add_callback(lambda: dest.finished or handle((_CANCEL, iid)))
+        live = context.add_callback(lambda: dest.finished or handle((_CANCEL, iid)))  # type: ignore[arg-type]  # (its value is dropped)
         ctx = handle((_CALL, iid, request.method, args, kwargs, opts))
         if not live:  # the RPC ended before the callback was in place
             handle((_CANCEL, iid))
@@ -310,7 +311,7 @@ class WorkerService:
         _, codec, ctx = self._start(request, context, route, None)
         if ctx is not None:
             self._run_inline(ctx)
-        term = route.wait()
+        term: Any = route.wait()  # (never None: it waits without a timeout)
         if term[0] is OK:
             try:
                 return pb.CallReply(result=codec.encode(term[2]))

@@ -61,7 +61,7 @@ def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         pass
     infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     # A scoped IPv6 address comes back as "fe80::1%eth0"; the scope is no part of the address.
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]  # type: ignore[union-attr]  # (an address: a str)
 
 
 def is_loopback(host: str) -> bool:
@@ -283,7 +283,9 @@ class _Server:
                                 self.drain)  # fmt: skip
         self.streams = _StreamLimit(opts.grpc_max_streams)
         # After the token check: a refused client never takes a stream slot.
-        interceptors = [_TokenAuth(opts.grpc_token)] if opts.grpc_token else []
+        interceptors: list[grpc.ServerInterceptor] = (
+            [_TokenAuth(opts.grpc_token)] if opts.grpc_token else []
+        )
         interceptors.append(self.streams)
         # One thread per RPC in flight: the streams (bounded above), unary calls
         # (bounded by max_inflight), and a margin for health checks, Describe and
