@@ -333,6 +333,10 @@ class CallContext:
         lock.release()
         return True
 
+    def runs_here(self) -> bool:
+        """Whether this is a sync call running on the calling thread (``enter`` was called here)."""
+        return self._thread_id == get_ident()
+
     def started(self) -> None:
         """Mark a call running whose user code runs on the event loop (never interrupted)."""
         with self._lock:

@@ -19,6 +19,7 @@ import sys
 import time
 
 from . import _lifecycle, _logging, _state
+from ._context import call_var
 from ._dispatcher import Dispatcher
 from ._options import WorkerOptions
 from ._registry import Registry
@@ -83,6 +84,12 @@ def _with_thread_hooks(run: Callable[[Any], None], arg: Any) -> None:
 
 def _abort(dispatcher: Dispatcher) -> None:
     dispatcher.abort()
+
+
+def _runs_sync_call_here() -> bool:
+    """Whether this thread is running a sync call (not a thread of the user's own)."""
+    ctx = call_var.get()
+    return ctx is not None and not ctx.spec.is_async and ctx.runs_here()
 
 
 def _general_road(_frame: bytes) -> None:
@@ -212,11 +219,11 @@ class _Readers:
         comes: no hand-over to the sentinel and back, two thread switches that
         were about half of a beam call's time in Python. Whatever else it
         reads is handled as the reading role always handles it. Otherwise (more
-        threads, the role held already, a user's own thread) the sentinel is
-        hurried to read, and the thread just waits.
+        threads, the role held already, a thread of the user's own) the
+        sentinel is hurried to read, and the thread just waits.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._threads == 1 and self._vacant:
+        if self._threads == 1 and self._vacant and _runs_sync_call_here():
             state = self._state
             state.acquire()
             take = self._vacant and not self._eof
