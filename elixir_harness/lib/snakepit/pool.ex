@@ -69,8 +69,19 @@ defmodule Snakepit.Pool do
 
   use GenServer
 
-  alias Snakepit.{Call, Error, Options, Worker}
-  alias Snakepit.Pool.{Breakers, Cluster, Lifecycle, Members, Queue, Stats, Tree}
+  alias Snakepit.{Call, Error, Options}
+
+  alias Snakepit.Pool.{
+    Breakers,
+    Cluster,
+    Dispatch,
+    Lifecycle,
+    Queue,
+    Roster,
+    Stats,
+    Tree,
+    Waiting
+  }
 
   @type name :: atom()
 
@@ -175,6 +186,12 @@ defmodule Snakepit.Pool do
   def workers(pool), do: GenServer.call(pool, :workers)
 
   # ---------------------------------------------------------------- server
+  #
+  # The callbacks only say which message means what; the work on the state
+  # map is done in Pool.Dispatch (calls onto workers), Pool.Waiting (the
+  # queue), Pool.Roster (what workers report), Pool.Lifecycle (recycling,
+  # reload, scaling) and Pool.Stats. The hot path (a call without a breaker
+  # sent at once, an ok checkin) stays written out in its clauses.
 
   @impl true
   def init({opts, sup}) do
@@ -228,7 +245,7 @@ defmodule Snakepit.Pool do
 
   @impl true
   def handle_call(:await_ready, from, state) do
-    case ready_status(state) do
+    case Roster.ready_status(state) do
       :waiting -> {:noreply, %{state | ready_waiters: [from | state.ready_waiters]}}
       reply -> {:reply, reply, state}
     end
@@ -238,29 +255,7 @@ defmodule Snakepit.Pool do
   def handle_call(:workers, _from, state), do: {:reply, Map.keys(state.workers), state}
   def handle_call(:supervisor, _from, state), do: {:reply, state.sup, state}
   def handle_call(:cluster_load, _from, state), do: {:reply, Cluster.load(state), state}
-
-  def handle_call(:reload, from, state) do
-    gen = state.generation + 1
-
-    workers =
-      Map.new(state.workers, fn
-        {pid, %{retiring: nil} = w} -> {pid, %{w | due: w.due || :reload}}
-        other -> other
-      end)
-
-    old = Enum.count(workers, fn {_, w} -> w.gen < gen end)
-    waiters = if state.reload, do: state.reload.waiters, else: []
-
-    reload = %{
-      gen: gen,
-      total: old + state.pending,
-      stale_pending: state.pending,
-      waiters: [from | waiters]
-    }
-
-    state = %{state | generation: gen, workers: workers, reload: reload}
-    {:noreply, state |> Lifecycle.reconcile() |> Lifecycle.reload_progress()}
-  end
+  def handle_call(:reload, from, state), do: {:noreply, Lifecycle.reload(from, state)}
 
   @impl true
   # The hot path of a call (no circuit breaker): pick, send. Keep it short.
@@ -268,8 +263,8 @@ defmodule Snakepit.Pool do
     call = %{call | pool: state.name}
 
     case Queue.pick(call, state.workers) do
-      nil -> {:noreply, enqueue(call, state)}
-      worker -> {:noreply, dispatch(call, worker, state)}
+      nil -> {:noreply, Waiting.enqueue(call, state)}
+      worker -> {:noreply, Dispatch.dispatch(call, worker, state)}
     end
   end
 
@@ -278,7 +273,7 @@ defmodule Snakepit.Pool do
 
     case Breakers.admit(call, state, Call.now_ms()) do
       {:ok, state} ->
-        route(call, state)
+        {:noreply, Dispatch.route(call, state)}
 
       {:refuse, error, state} ->
         Call.reply(call, {:error, error})
@@ -295,568 +290,74 @@ defmodule Snakepit.Pool do
 
       case w do
         %{status: :ready, limit: limit, served: served} when limit != served ->
-          {:noreply, serve_queue(pid, state)}
+          {:noreply, Dispatch.serve_queue(pid, state)}
 
         _ ->
-          checked_in(pid, w, state)
+          {:noreply, Dispatch.checked_in(pid, w, state)}
       end
     else
       _ -> {:noreply, state}
     end
   end
 
-  def handle_info({:"$snakepit_checkin", pid, ref}, state), do: checkin(pid, ref, nil, state)
+  def handle_info({:"$snakepit_checkin", pid, ref}, state),
+    do: {:noreply, Dispatch.checkin(pid, ref, nil, state)}
 
   def handle_info({:"$snakepit_checkin", pid, ref, kind}, state),
-    do: checkin(pid, ref, kind, state)
+    do: {:noreply, Dispatch.checkin(pid, ref, kind, state)}
 
-  def handle_info({:"$snakepit_cancel", ref}, state) do
-    case state.calls do
-      %{^ref => pid} ->
-        send(pid, {:"$snakepit_cancel", ref})
+  def handle_info({:"$snakepit_cancel", ref}, state),
+    do: {:noreply, Dispatch.cancel(ref, state)}
 
-        state =
-          if state.breaker,
-            do: Breakers.caller_gave_up(ref, state, Call.now_ms()),
-            else: state
+  def handle_info({:"$snakepit_ready", pid, info}, state),
+    do: {:noreply, Roster.ready(pid, info, state)}
 
-        {:noreply, state}
+  def handle_info({:"$snakepit_capacity", pid, ready, methods}, state),
+    do: {:noreply, Roster.capacity(pid, ready, methods, state)}
 
-      _ ->
-        {cancelled, queue} = Queue.cancel(state.queue, ref)
-        state = Enum.reduce(cancelled, %{state | queue: queue}, &dequeued/2)
-        err = Error.new(:cancelled, "cancelled while waiting for a worker")
-        Enum.each(cancelled, &Call.reply(&1, {:error, err}))
-        {:noreply, Breakers.release(ref, state)}
-    end
-  end
+  def handle_info({:"$snakepit_start_failed", pid, error}, state),
+    do: {:noreply, Roster.start_failed(pid, error, state)}
 
-  def handle_info({:"$snakepit_ready", pid, info}, state) do
-    {w, state} = known(pid, state)
-    # a fresh process: nothing of the old one is in flight (its :down said so)
-    state = %{state | calls: Map.drop(state.calls, Map.keys(w.inflight))}
-    now = Call.now_ms()
-    cfg = state.cfg
+  def handle_info({:"$snakepit_down", pid, _error}, state),
+    do: {:noreply, Roster.down(pid, state)}
 
-    w =
-      %{
-        w
-        | status: if(w.retiring, do: :draining, else: :ready),
-          inflight: %{},
-          sync: 0,
-          ever_ready: true,
-          born: now,
-          idle_since: nil,
-          # a new process: the old one's reasons to be replaced are gone
-          due: if(w.gen < state.generation, do: :reload),
-          limit: limit(w.served, cfg.max_calls, cfg.max_calls_jitter),
-          expires: limit(now, cfg.max_age, cfg.max_age_jitter)
-      }
-      |> Map.merge(Map.take(info, [:worker_id, :os_pid, :guard_pid]))
+  def handle_info({:"$snakepit_requeue", pid, call}, state),
+    do: {:noreply, state |> Dispatch.hand_back(pid, call) |> Dispatch.serve_all()}
 
-    ask_capacity(pid)
-    state = %{state | workers: Map.put(state.workers, pid, w)}
-    state = state |> answer_ready_waiters() |> Lifecycle.reconcile()
-    {:noreply, serve_queue(pid, state)}
-  end
+  def handle_info({:"$snakepit_retry", pid, call, _error}, state),
+    do: {:noreply, Dispatch.retry(pid, call, state)}
 
-  def handle_info({:"$snakepit_capacity", pid, ready, methods}, state) do
-    case state.workers do
-      %{^pid => w} ->
-        w = Queue.capacity(w, ready, methods)
-        idem = for %{name: name, idempotent: true} <- methods, into: %{}, do: {name, true}
-        w = %{w | idempotent: idem}
-        {:noreply, serve_queue(pid, %{state | workers: %{state.workers | pid => w}})}
+  def handle_info({:"$snakepit_models", pid, models}, state),
+    do: {:noreply, Roster.models(pid, models, state)}
 
-      _ ->
-        {:noreply, state}
-    end
-  end
-
-  def handle_info({:"$snakepit_start_failed", pid, error}, state) do
-    {w, state} = known(pid, state)
-    state = %{state | workers: Map.put(state.workers, pid, %{w | status: :down})}
-    state = if state.breaker, do: Breakers.start_failed(state, Call.now_ms()), else: state
-    state = if w.ever_ready, do: state, else: answer_ready_waiters(%{state | start_error: error})
-    {:noreply, Lifecycle.maybe_stop(pid, state)}
-  end
-
-  # The worker has already answered every call in flight on it (`:worker_crashed`,
-  # `:worker_hung`, ...) but those it handed back for a retry; calls it is sent
-  # from now on come back as requeues.
-  def handle_info({:"$snakepit_down", pid, _error}, state) do
-    case state.workers do
-      %{^pid => w} ->
-        refs = Map.keys(w.inflight)
-
-        state =
-          if state.breaker, do: Breakers.worker_down(refs, state, Call.now_ms()), else: state
-
-        calls = Map.drop(state.calls, refs)
-        w = %{w | status: :down, inflight: %{}, sync: 0, models: MapSet.new()}
-        state = %{state | workers: %{state.workers | pid => w}, calls: calls}
-        state = Lifecycle.maybe_stop(pid, %{state | restarts: state.restarts + 1})
-        {:noreply, serve_all(state)}
-
-      _ ->
-        {:noreply, state}
-    end
-  end
-
-  def handle_info({:"$snakepit_requeue", pid, call}, state) do
-    {:noreply, state |> hand_back(pid, call) |> serve_all()}
-  end
-
-  # An idempotent call whose worker crashed before answering: once more, elsewhere.
-  def handle_info({:"$snakepit_retry", pid, call, _error}, state) do
-    state = if state.breaker, do: Breakers.retried(call, state, Call.now_ms()), else: state
-    call = Map.merge(call, %{retry: false, retried: true})
-    state = hand_back(pid, call, state)
-    {:noreply, serve_all(%{state | retried: state.retried + 1})}
-  end
-
-  def handle_info({:"$snakepit_models", pid, models}, state) do
-    case state.workers do
-      %{^pid => w} ->
-        models = Queue.models(models)
-        {:noreply, serve_all(%{state | workers: %{state.workers | pid => %{w | models: models}}})}
-
-      _ ->
-        {:noreply, state}
-    end
-  end
-
-  def handle_info(:"$snakepit_qexpire", state), do: {:noreply, expire_queue(state)}
-
-  # An affinity call waited :affinity_wait for its busy holder: any worker may take it.
-  def handle_info({:"$snakepit_spill", ref}, state) do
-    case Queue.update(state.queue, ref, &Queue.spill/1) do
-      {nil, _} -> {:noreply, state}
-      {_call, queue} -> {:noreply, serve_all(%{state | queue: queue})}
-    end
-  end
+  def handle_info(:"$snakepit_qexpire", state), do: {:noreply, Waiting.expire(state)}
+  def handle_info({:"$snakepit_spill", ref}, state), do: {:noreply, Dispatch.spill(ref, state)}
 
   def handle_info(:"$snakepit_tick", state) do
     Lifecycle.schedule_tick(state)
-    {:noreply, state |> Lifecycle.tick(Call.now_ms()) |> Lifecycle.reconcile() |> serve_all()}
+
+    {:noreply,
+     state |> Lifecycle.tick(Call.now_ms()) |> Lifecycle.reconcile() |> Dispatch.serve_all()}
   end
 
-  def handle_info(:"$snakepit_memory_tick", state) do
-    Lifecycle.schedule_memory(state)
-    pool = self()
+  def handle_info(:"$snakepit_memory_tick", state), do: {:noreply, Lifecycle.poll_memory(state)}
 
-    for {pid, %{status: :ready, retiring: nil}} <- state.workers do
-      spawn(fn ->
-        case Worker.health_check(pid, 5_000) do
-          {:ok, %{memory_mb: mb}} when is_number(mb) -> send(pool, {:"$snakepit_memory", pid, mb})
-          _ -> :ok
-        end
-      end)
-    end
+  def handle_info({:"$snakepit_memory", pid, mb}, state),
+    do: {:noreply, Lifecycle.memory(pid, mb, state)}
 
-    {:noreply, state}
-  end
+  def handle_info({:"$snakepit_census", count, highest}, state),
+    do: {:noreply, Roster.census(count, highest, state)}
 
-  def handle_info({:"$snakepit_memory", pid, mb}, state) do
-    case state.workers do
-      %{^pid => w} ->
-        due =
-          if w.due == nil and w.retiring == nil and mb > state.cfg.max_memory_mb,
-            do: :max_memory,
-            else: w.due
-
-        state = %{state | workers: %{state.workers | pid => %{w | memory_mb: mb, due: due}}}
-        {:noreply, if(due != w.due, do: Lifecycle.reconcile(state), else: state)}
-
-      _ ->
-        {:noreply, state}
-    end
-  end
-
-  def handle_info({:"$snakepit_census", count, highest}, state) do
-    state = %{
-      state
-      | census: true,
-        pending: max(count - map_size(state.workers), 0),
-        next_n: max(state.next_n, highest + 1)
-    }
-
-    {:noreply, Lifecycle.reconcile(state)}
-  end
-
-  def handle_info({:"$snakepit_child", :start_failed, _reason}, state) do
-    {:noreply, %{state | pending: max(state.pending - 1, 0)}}
-  end
+  def handle_info({:"$snakepit_child", :start_failed, _reason}, state),
+    do: {:noreply, Roster.child_failed(state)}
 
   def handle_info({:DOWN, mon, :process, pid, reason}, state) do
     case Map.pop(state.waiting, mon) do
-      {nil, _} -> {:noreply, worker_gone(pid, reason, state)}
+      {nil, _} -> {:noreply, Roster.gone(pid, reason, state)}
       # the caller of a queued call died: its call leaves the queue
-      {ref, _} -> {:noreply, caller_gone(ref, state)}
+      {ref, _} -> {:noreply, Waiting.caller_gone(ref, state)}
     end
   end
 
   def handle_info(_other, state), do: {:noreply, state}
-
-  # --------------------------------------------------------------- routing
-
-  defp route(call, state) do
-    case Queue.pick(call, state.workers) do
-      nil -> {:noreply, enqueue(call, state)}
-      worker -> {:noreply, dispatch(call, worker, state)}
-    end
-  end
-
-  defp enqueue(call, %{qlen: n, cfg: %{max_queue: max}} = state) when n >= max do
-    details = %{queue_depth: n, max_queue: max}
-    msg = "the pool's queue is full (#{n} calls waiting, max_queue: #{max})"
-    Call.reply(call, {:error, Error.new(:overloaded, msg, details: details)})
-    Breakers.release(call.ref, %{state | shed: state.shed + 1})
-  end
-
-  defp enqueue(call, state) do
-    call = %{call | queued_at: System.monotonic_time(:microsecond)}
-
-    if call.affinity != nil and state.cfg.affinity_wait != :infinity,
-      do: Process.send_after(self(), {:"$snakepit_spill", call.ref}, state.cfg.affinity_wait)
-
-    queued(Queue.push(state.queue, watch(call)), call, state)
-  end
-
-  # Calls waiting are watched: a caller that dies leaves the queue at once.
-  defp watch(call), do: Map.put(call, :mon, Process.monitor(call.caller))
-
-  defp queued(queue, call, state) do
-    state = %{
-      state
-      | queue: queue,
-        qlen: state.qlen + 1,
-        waiting: Map.put(state.waiting, Map.get(call, :mon), call.ref)
-    }
-
-    queue_event(state, :in)
-    arm_expiry(state)
-  end
-
-  defp queue_event(state, change) do
-    Cluster.queue_depth(state.cluster, state.qlen)
-
-    Snakepit.Telemetry.execute([:snakepit, :pool, :queue], %{depth: state.qlen}, %{
-      pool: state.name,
-      change: change
-    })
-  end
-
-  defp dequeued(call, state) do
-    mon = Map.get(call, :mon)
-    if mon, do: Process.demonitor(mon, [:flush])
-    state = %{state | qlen: state.qlen - 1, waiting: Map.delete(state.waiting, mon)}
-    queue_event(state, :out)
-    state
-  end
-
-  defp caller_gone(ref, state) do
-    {gone, queue} = Queue.cancel(state.queue, ref)
-    state = Enum.reduce(gone, %{state | queue: queue}, &dequeued/2)
-    Breakers.release(ref, state)
-  end
-
-  # A call a worker handed back (it went down first) goes to the front.
-  defp hand_back(pid, call, state) do
-    state =
-      with %{^pid => w} <- state.workers,
-           {:ok, w} <- Queue.remove(w, call.ref) do
-        Lifecycle.maybe_stop(pid, %{
-          state
-          | workers: %{state.workers | pid => %{w | status: :down}}
-        })
-      else
-        _ -> state
-      end
-
-    call = watch(%{call | queued_at: System.monotonic_time(:microsecond)})
-    state = %{state | calls: Map.delete(state.calls, call.ref)}
-    queued(Queue.requeue(state.queue, call), call, state)
-  end
-
-  defp checkin(pid, ref, kind, state) do
-    with %{^pid => w} <- state.workers,
-         {:ok, w} <- Queue.remove(w, ref) do
-      w = %{w | served: w.served + 1}
-
-      state = %{
-        state
-        | workers: %{state.workers | pid => w},
-          calls: Map.delete(state.calls, ref)
-      }
-
-      state = if state.breaker, do: Breakers.outcome(ref, kind, state, Call.now_ms()), else: state
-      checked_in(pid, w, state)
-    else
-      _ -> {:noreply, state}
-    end
-  end
-
-  defp checked_in(pid, w, state) do
-    cond do
-      w.served == w.limit ->
-        {:noreply, serve_queue(pid, Lifecycle.make_due(pid, :max_calls, state))}
-
-      w.status == :draining ->
-        {:noreply, Lifecycle.maybe_stop(pid, state)}
-
-      true ->
-        {:noreply, serve_queue(pid, state)}
-    end
-  end
-
-  defp new_worker(pid, state) do
-    Process.monitor(pid)
-
-    Map.merge(Queue.new_worker(state.pipeline), %{
-      worker_id: nil,
-      os_pid: nil,
-      guard_pid: nil,
-      served: 0,
-      ever_ready: false,
-      retiring: nil,
-      stopping: false,
-      due: nil,
-      born: nil,
-      gen: state.generation,
-      limit: nil,
-      expires: nil,
-      idle_since: nil,
-      tick_served: 0,
-      memory_mb: nil,
-      idempotent: %{}
-    })
-  end
-
-  # The worker `pid`, met now for the first time if need be: one of the
-  # workers asked for (pending) has shown up.
-  defp known(pid, state) do
-    case state.workers do
-      %{^pid => w} ->
-        {w, state}
-
-      _ ->
-        w = new_worker(pid, state)
-        state = %{state | pending: max(state.pending - 1, 0)}
-
-        # asked for before a reload began: it may run the old code
-        case state.reload do
-          %{stale_pending: n} = r when n > 0 ->
-            w = %{w | gen: state.generation - 1, due: :reload}
-            {w, %{state | reload: %{r | stale_pending: n - 1}}}
-
-          _ ->
-            {w, state}
-        end
-    end
-  end
-
-  defp limit(_base, nil, _jitter), do: nil
-  defp limit(base, n, jitter), do: base + Members.jittered(n, jitter)
-
-  # How many calls the worker takes at once comes from its ready info and its
-  # catalogue (which methods are async, which idempotent). Both are asked for
-  # off the pool's process; until the answer comes, the worker takes one call
-  # at a time.
-  defp ask_capacity(pid) do
-    pool = self()
-
-    spawn(fn ->
-      try do
-        with %{ready: ready} when is_map(ready) <- Worker.info(pid),
-             {:ok, %{methods: methods}} when is_list(methods) <- Worker.describe(pid) do
-          send(pool, {:"$snakepit_capacity", pid, ready, methods})
-        end
-      catch
-        # the worker went away meanwhile: its next :ready asks again
-        :exit, _ -> :ok
-      end
-    end)
-  end
-
-  defp dispatch(call, pid, state) do
-    w = state.workers[pid]
-
-    call =
-      case w.idempotent do
-        none when map_size(none) == 0 -> call
-        _ -> retry_mark(call, w)
-      end
-
-    send(pid, {:"$snakepit_call", call})
-    w = %{Queue.add(w, call, Queue.kind(w, call.method)) | last_used: state.clock + 1}
-
-    state = %{
-      state
-      | workers: %{state.workers | pid => w},
-        calls: Map.put(state.calls, call.ref, pid),
-        clock: state.clock + 1,
-        dispatched: state.dispatched + 1
-    }
-
-    # a call dispatched as it arrives never waited (and costs no clock read)
-    state =
-      case call.queued_at do
-        nil -> state
-        at -> waited(System.monotonic_time(:microsecond) - at, state)
-      end
-
-    case state.breaker do
-      nil -> state
-      _ -> Breakers.dispatched(call, state)
-    end
-  end
-
-  defp waited(us, state) do
-    %{
-      state
-      | queue_time_us: state.queue_time_us + us,
-        max_wait_us: max(state.max_wait_us, us)
-    }
-  end
-
-  # An idempotent method's call, not a stream, not retried yet: the worker
-  # hands it back for one more try if its process dies before answering.
-  defp retry_mark(call, w) do
-    if Map.has_key?(w.idempotent, call.method) and not call.stream and
-         not Map.get(call, :retried, false),
-       do: Map.put(call, :retry, true),
-       else: call
-  end
-
-  # Give worker `pid` the queued calls it has room for and may take, first come first.
-  defp serve_queue(pid, state) do
-    # Most checkins find nothing waiting: that costs one check here.
-    if state.qlen == 0 do
-      state
-    else
-      w = state.workers[pid]
-
-      with true <- w != nil and Queue.room_for_any?(w),
-           {call, queue} <- Queue.take(state.queue, w, state.workers) do
-        state = dequeued(call, %{state | queue: queue})
-        # a caller that died while queued no longer wants its call run
-        state = if alive?(call.caller), do: dispatch(call, pid, state), else: state
-        serve_queue(pid, state)
-      else
-        _ -> state
-      end
-    end
-  end
-
-  # Capacity or eligibility changed for more than one worker (a worker went
-  # down or came back, a call was handed back, models moved): every queued
-  # call, first come first, goes where it may go now, or stays queued.
-  defp serve_all(state) do
-    if state.qlen == 0 do
-      state
-    else
-      {state, kept} =
-        state.queue
-        |> :queue.to_list()
-        |> Enum.reduce({state, []}, fn call, {state, kept} ->
-          cond do
-            not alive?(call.caller) ->
-              {dequeued(call, state), kept}
-
-            pid = Queue.pick(call, state.workers) ->
-              {dispatch(call, pid, dequeued(call, state)), kept}
-
-            true ->
-              {state, [call | kept]}
-          end
-        end)
-
-      %{state | queue: :queue.from_list(Enum.reverse(kept))}
-    end
-  end
-
-  # A caller on another node (a distributed pool) cannot be asked; its
-  # monitor takes its call out of the queue if it dies.
-  defp alive?(pid) when node(pid) == node(), do: Process.alive?(pid)
-  defp alive?(_pid), do: true
-
-  # ----------------------------------------------------- queue timeouts
-
-  defp arm_expiry(%{qtimer: nil, cfg: %{queue_timeout: qt}} = state) when is_integer(qt),
-    do: %{state | qtimer: Process.send_after(self(), :"$snakepit_qexpire", qt)}
-
-  defp arm_expiry(state), do: state
-
-  defp expire_queue(%{cfg: %{queue_timeout: qt}} = state) do
-    now = System.monotonic_time(:microsecond)
-    {expired, queue, oldest} = Queue.expire(state.queue, now - qt * 1_000)
-    state = Enum.reduce(expired, %{state | queue: queue, qtimer: nil}, &dequeued/2)
-
-    state =
-      Enum.reduce(expired, state, fn call, state ->
-        waited = div(now - call.queued_at, 1_000)
-
-        error =
-          Error.new(:queue_timeout, "waited #{waited} ms for a worker (queue_timeout: #{qt} ms)",
-            details: %{waited_ms: waited, queue_timeout: qt}
-          )
-
-        Call.reply(call, {:error, error})
-        Breakers.release(call.ref, state)
-      end)
-
-    state = %{state | queue_timeouts: state.queue_timeouts + length(expired)}
-
-    # the next look: when the oldest left is due (at least 10 ms on: batches)
-    if oldest do
-      delay = max(div(oldest + qt * 1_000 - now, 1_000) + 1, 10)
-      %{state | qtimer: Process.send_after(self(), :"$snakepit_qexpire", delay)}
-    else
-      state
-    end
-  end
-
-  # The worker GenServer itself ended: retired by us, or died (the supervisor
-  # starts another).
-  defp worker_gone(pid, reason, state) do
-    case Map.pop(state.workers, pid) do
-      {nil, _} ->
-        state
-
-      {w, workers} ->
-        refs = Map.keys(w.inflight)
-        error = Call.down_error(pid, reason)
-        Enum.each(refs, &Call.reply(%{ref: &1}, {:error, error}))
-        calls = Map.drop(state.calls, refs)
-        pending = if w.retiring, do: state.pending, else: state.pending + 1
-        state = %{state | workers: workers, calls: calls, pending: pending}
-        state |> Lifecycle.reload_progress() |> Lifecycle.reconcile() |> serve_all()
-    end
-  end
-
-  # ------------------------------------------------------------ readiness
-
-  defp ready_status(state) do
-    ready = Enum.count(state.workers, fn {_, w} -> w.ever_ready end)
-
-    cond do
-      ready >= state.size -> :ok
-      state.start_error -> {:error, state.start_error}
-      true -> :waiting
-    end
-  end
-
-  defp answer_ready_waiters(%{ready_waiters: []} = state), do: state
-
-  defp answer_ready_waiters(state) do
-    case ready_status(state) do
-      :waiting ->
-        state
-
-      reply ->
-        Enum.each(state.ready_waiters, &GenServer.reply(&1, reply))
-        %{state | ready_waiters: []}
-    end
-  end
 end

@@ -2,12 +2,13 @@ defmodule Snakepit.Pool.Lifecycle do
   @moduledoc false
   # The pool's workers coming and going: a worker due for replacement
   # (`:max_calls`, `:max_age`, `:max_memory_mb`, a reload), retired (drained,
-  # then stopped), workers started to replace or to grow, and the periodic
-  # look at ages, idleness and queue time that scales the pool. The decisions
-  # are `Snakepit.Pool.Members`' (pure); these functions apply them to the
-  # pool's state map and start and stop workers through `Snakepit.Pool.Tree`.
+  # then stopped), workers started to replace or to grow, a reload begun, the
+  # memory polls, and the periodic look at ages, idleness and queue time that
+  # scales the pool. The decisions are `Snakepit.Pool.Members`' (pure); these
+  # functions apply them to the pool's state map and start and stop workers
+  # through `Snakepit.Pool.Tree`.
 
-  alias Snakepit.Options
+  alias Snakepit.{Options, Worker}
   alias Snakepit.Pool.{Events, Members, Tree}
 
   @doc "Marks worker `pid` due for replacement (`reason`) unless it already is, and acts on it."
@@ -66,6 +67,33 @@ defmodule Snakepit.Pool.Lifecycle do
     end
   end
 
+  @doc """
+  Begins a reload (`Snakepit.Pool.reload/2`) for caller `from`: a new
+  generation; every worker there or asked for is due (`:reload`).
+  """
+  def reload(from, state) do
+    gen = state.generation + 1
+
+    workers =
+      Map.new(state.workers, fn
+        {pid, %{retiring: nil} = w} -> {pid, %{w | due: w.due || :reload}}
+        other -> other
+      end)
+
+    old = Enum.count(workers, fn {_, w} -> w.gen < gen end)
+    waiters = if state.reload, do: state.reload.waiters, else: []
+
+    reload = %{
+      gen: gen,
+      total: old + state.pending,
+      stale_pending: state.pending,
+      waiters: [from | waiters]
+    }
+
+    state = %{state | generation: gen, workers: workers, reload: reload}
+    state |> reconcile() |> reload_progress()
+  end
+
   @doc "Answers `reload/2`'s callers once no worker of an older generation is left."
   def reload_progress(%{reload: %{waiters: [_ | _]} = r} = state) do
     left = Enum.count(state.workers, fn {_, w} -> w.gen < r.gen end) + r.stale_pending
@@ -81,7 +109,7 @@ defmodule Snakepit.Pool.Lifecycle do
 
   def reload_progress(state), do: state
 
-  # ------------------------------------------------ ticks: age, idle, scale
+  # ---------------------------------------- ticks: age, idle, memory, scale
 
   @doc "Schedules the next look at ages, idleness and queue time (none when nothing needs it)."
   def schedule_tick(%{cfg: cfg}) do
@@ -103,6 +131,40 @@ defmodule Snakepit.Pool.Lifecycle do
   def schedule_memory(state) do
     interval = state.opts[:health_interval] || Options.default(:health_interval)
     Process.send_after(self(), :"$snakepit_memory_tick", interval)
+  end
+
+  @doc "Asks every ready worker for its memory, off the pool's process (`:max_memory_mb`)."
+  def poll_memory(state) do
+    schedule_memory(state)
+    pool = self()
+
+    for {pid, %{status: :ready, retiring: nil}} <- state.workers do
+      spawn(fn ->
+        case Worker.health_check(pid, 5_000) do
+          {:ok, %{memory_mb: mb}} when is_number(mb) -> send(pool, {:"$snakepit_memory", pid, mb})
+          _ -> :ok
+        end
+      end)
+    end
+
+    state
+  end
+
+  @doc "Worker `pid` uses `mb` MB: over `:max_memory_mb`, it is due (`:max_memory`)."
+  def memory(pid, mb, state) do
+    case state.workers do
+      %{^pid => w} ->
+        due =
+          if w.due == nil and w.retiring == nil and mb > state.cfg.max_memory_mb,
+            do: :max_memory,
+            else: w.due
+
+        state = %{state | workers: %{state.workers | pid => %{w | memory_mb: mb, due: due}}}
+        if due != w.due, do: reconcile(state), else: state
+
+      _ ->
+        state
+    end
   end
 
   @doc "The periodic look: idle times, workers past `:max_age`, and scaling."
