@@ -72,7 +72,7 @@ defmodule Snakepit.Telemetry do
   @spec execute([atom(), ...], map(), map()) :: :ok
   def execute(event, measurements, metadata) do
     if telemetry?(), do: apply(:telemetry, :execute, [event, measurements, metadata])
-    Snakepit.Metrics.observe(event, measurements, metadata)
+    Snakepit.Metrics.Store.observe(event, measurements, metadata)
     :ok
   end
 

@@ -479,7 +479,7 @@ defmodule Snakepit.Worker do
     state = state |> BeamCalls.stop() |> stop_python()
     error = Error.new(:shutting_down, "worker #{name(state)} stopped")
     Calls.fail_all(error, state)
-    Snakepit.Metrics.worker_stopped()
+    Snakepit.Metrics.Store.worker_stopped()
 
     for {_id, {_what, from}} <- state.asks,
         from != :poll,

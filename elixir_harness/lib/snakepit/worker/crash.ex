@@ -154,7 +154,7 @@ defmodule Snakepit.Worker.Crash do
 
   # [:snakepit, :worker, :crashed]; the process's metrics so far are kept (Snakepit.Metrics).
   defp crashed_event(error, state) do
-    Snakepit.Metrics.python_ended()
+    Snakepit.Metrics.Store.python_ended()
 
     Telemetry.execute(
       [:snakepit, :worker, :crashed],

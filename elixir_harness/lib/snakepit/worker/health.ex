@@ -64,7 +64,7 @@ defmodule Snakepit.Worker.Health do
   # A health report: its models, and its "metrics" (a binary key, protocol 1.x) for
   # Snakepit.Metrics.
   defp report(answer, state) do
-    if is_map(answer), do: Snakepit.Metrics.worker_report(state.pool, answer["metrics"])
+    if is_map(answer), do: Snakepit.Metrics.Store.worker_report(state.pool, answer["metrics"])
     notify_models(answer, state)
   end
 
