@@ -97,8 +97,11 @@ defmodule Snakepit.PoolLoadTest do
 
       assert_receive :calling
       wait_until(fn -> Pool.stats(pool).queue_depth == 1 end)
+      mon = Process.monitor(caller)
       Process.exit(caller, :kill)
-      wait_until(fn -> Pool.stats(pool).queue_depth == 0 end)
+      assert_receive {:DOWN, ^mon, :process, ^caller, :killed}
+      # The pool's monitor fired when ours did, before the stats call below is sent
+      assert Pool.stats(pool).queue_depth == 0
 
       # the slot is free again
       queued = call_async(pool, "echo", [2])

@@ -20,12 +20,12 @@ defmodule Snakepit.Pool.Waiting do
   end
 
   def enqueue(call, state) do
-    call = %{call | queued_at: System.monotonic_time(:microsecond)}
+    call = watch(%{call | queued_at: System.monotonic_time(:microsecond)})
 
     if call.affinity != nil and state.cfg.affinity_wait != :infinity,
       do: Process.send_after(self(), {:"$snakepit_spill", call.ref}, state.cfg.affinity_wait)
 
-    queued(Queue.push(state.queue, watch(call)), call, state)
+    queued(Queue.push(state.queue, call), call, state)
   end
 
   @doc "Puts `call` (handed back by a worker) at the front of the queue."
