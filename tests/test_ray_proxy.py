@@ -60,6 +60,13 @@ class TestOptions:
         opts = parse_options(["--ray-address", "local"])
         assert (opts.num_cpus, opts.object_store_mb, opts.auth_mode) == (2, 128, "token")
 
+    def test_connects_before_ready_unless_told_to_wait_for_a_call(self) -> None:
+        assert parse_options(["--ray-address", "auto"]).connect_at_start is True
+        lazy = parse_options(["--ray-address", "auto", "--connect-on-first-call"])
+        assert lazy.connect_at_start is False
+        # the old opt-in still parses (it is the default now)
+        assert parse_options(["--ray-address", "auto", "--connect-at-start"]).connect_at_start
+
     def test_remote_auth_defaults_to_the_environment(self) -> None:
         assert parse_options(["--ray-address", "ray://h:10001"]).auth_mode == "env"
 
@@ -191,7 +198,8 @@ def test_descendants_tracks_children_by_pid() -> None:
 def test_priv_script_serves_the_proxy_without_starting_ray() -> None:
     with FakeSupervisor(
         str(ROOT / "priv" / "python" / "ray_proxy.py"),
-        worker_args=["--ray-address", "local"], env=ENV, ready_timeout=30.0,
+        worker_args=["--ray-address", "local", "--connect-on-first-call"], env=ENV,
+        ready_timeout=30.0,
     ) as sup:  # fmt: skip
         names = {m["name"]: m for m in sup.describe()["methods"]}
         assert {"submit", "results", "status", "cancel", "create_actor", "submit_job"} <= set(names)
@@ -209,12 +217,27 @@ def test_a_proxy_without_ray_address_refuses_to_start() -> None:
 # --- the proxy against a real private Ray -----------------------------------------------------
 
 
+# The proxy's health report as it stood when :ready came, before any call.
+_AT_READY: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="session")
 def proxy() -> Iterator[FakeSupervisor]:
     """One proxy and its private Ray for every Ray test of the session."""
     with _proxy(PROXY_ARGS) as sup:
-        sup.call("connect")
+        _AT_READY["health"] = sup.health()  # a health request, not a call
         yield sup
+
+
+@pytest.mark.ray
+def test_the_proxy_is_connected_before_its_first_call(proxy: FakeSupervisor) -> None:
+    # Given a proxy launched with the default options, whose :ready has come
+    # Then Ray was up before any call arrived: the first call pays no ray.init
+    # (which took ~10 s here, more than Snakepit.call's default 5 s timeout)
+    ray_info = _AT_READY["health"]["extra"]["ray"]
+    assert ray_info["connected"] is True and ray_info["error"] is None
+    assert ray_info["ray_pids"] and ray_info["temp_dir"]
+    assert proxy.ready is not None and "submit" in proxy.ready["methods"]
 
 
 @pytest.mark.ray

@@ -107,3 +107,42 @@ def test_no_two_testing_modules_import_each_other_and_each_is_small():
     assert {p.name: len(p.read_text().splitlines()) < 400 for p in paths} == {
         p.name: True for p in paths
     }
+
+
+# --- credit: a stream that used up its grant says so, at once -------------------------------
+
+
+def test_a_stream_out_of_credit_fails_fast_and_says_so(basic):
+    # Given a stream granted 2 chunks, without auto_credit, of a worker that would send 5
+    stream = basic.stream("count", 5, credit=2)
+    # When the test iterates it to the end
+    with pytest.raises(TimeoutError) as info:
+        list(stream)
+    # Then it fails within the credit wait, not the supervisor's 30 s, and says why
+    assert stream.seqs == [0, 1]
+    message = str(info.value)
+    assert "all 2 chunks of credit" in message and "stream.credit(n)" in message
+    assert "auto_credit=True" in message
+    # And granting more lets it finish
+    stream.credit(10)
+    assert list(stream) == [2, 3, 4] and stream.result == "done"
+
+
+def test_a_stream_that_ends_on_its_last_credited_chunk_ends_normally(basic):
+    stream = basic.stream("count", 2, "end", credit=2)
+    assert list(stream) == [0, 1] and stream.result == "end"
+
+
+def test_credit_granted_through_the_supervisor_counts_too(basic):
+    stream = basic.stream("count", 3, credit=1)
+    assert stream.next_chunk(5.0) == 0
+    basic.credit(stream.id, 2)
+    assert list(stream) == [1, 2] and stream.call.done()
+
+
+def test_cancel_takes_the_handle_or_the_id(basic):
+    stream = basic.stream("count_forever", credit=0)
+    basic.cancel(stream)
+    with pytest.raises(CallError) as info:
+        list(stream)
+    assert info.value.kind == "cancelled"

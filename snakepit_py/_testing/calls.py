@@ -23,12 +23,24 @@ class Sender(Protocol):
 class PendingCall:
     """A call that has been sent; ``wait()`` returns its result or raises CallError."""
 
-    def __init__(self, sup: Sender, call_id: int) -> None:
+    def __init__(self, sup: Sender, call_id: int, credit: int | None = None) -> None:
         self.sup = sup
         self.id = call_id
         self.events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
-        self.done = False
         self.outcome: tuple[str, Any] | None = None
+        # Chunks the worker may send in all (the first grant plus every :credit);
+        # None: unbounded. Kept by the supervisor, read by Stream.
+        self.granted: int | None = credit
+        self._answered = False
+
+    def done(self) -> bool:
+        """True once the terminal message (``:ok`` or ``:error``) has arrived."""
+        return self._answered or self.outcome is not None
+
+    def _answer(self, kind: str) -> None:
+        """Called by the supervisor's reader for each message of this call."""
+        if kind != "chunk":
+            self._answered = True
 
     def next_event(self, timeout: float | None = 30.0) -> tuple[str, Any, Any]:
         """The next ``("chunk", seq, data)``, ``("ok", result, None)`` or ``("error", map, None)``.
@@ -60,11 +72,19 @@ class PendingCall:
         return value
 
 
+# How long iterating a stream whose credit is used up waits for its terminal
+# message before saying that the worker is waiting for credit.
+CREDIT_WAIT_S = 2.0
+
+
 class Stream:
     """Iterates the chunks of a streaming call; ``result`` holds the return value at the end.
 
-    With ``auto_credit`` the stream grants credit back as chunks are consumed,
-    like a real consumer would; otherwise use ``credit(n)``.
+    ``credit=N`` alone is the first grant, not a window: after N chunks the worker
+    waits until ``credit(n)`` grants more. With ``auto_credit`` the stream grants
+    credit back as chunks are consumed, like a real consumer would. Iterating a
+    stream whose credit is used up fails after ``CREDIT_WAIT_S`` (2 s) with a
+    TimeoutError that says so, instead of waiting out the supervisor's timeout.
     """
 
     def __init__(self, call: PendingCall, credit: int | None, auto_credit: bool) -> None:
@@ -79,10 +99,31 @@ class Stream:
     def __iter__(self) -> Iterator[Any]:
         return self
 
+    def _starved(self) -> bool:
+        """True when the worker has sent every chunk it was granted."""
+        granted = self.call.granted
+        return granted is not None and len(self.seqs) >= granted
+
+    def _next_event(self, timeout: float | None) -> tuple[str, Any, Any]:
+        starved = self._starved()
+        if starved and timeout is not None and self._window == 0:
+            timeout = min(timeout, CREDIT_WAIT_S)
+        try:
+            return self.call.next_event(timeout)
+        except TimeoutError:
+            if not self._starved():
+                raise
+            raise TimeoutError(
+                f"call {self.id}: the stream has received all {self.call.granted} chunks of "
+                f"credit it was granted, and the worker sent nothing more within {timeout} s: "
+                "it is waiting for credit. `credit=N` is the first grant, not a window: "
+                "grant more with stream.credit(n), or pass auto_credit=True to stream()"
+            ) from None
+
     def __next__(self) -> Any:
         if self.finished:
             raise StopIteration
-        kind, value, data = self.call.next_event(self.call.sup.timeout)
+        kind, value, data = self._next_event(self.call.sup.timeout)
         if kind != "chunk":
             self._end(kind, value)
         self.seqs.append(value)
@@ -94,8 +135,14 @@ class Stream:
         return data
 
     def next_chunk(self, timeout: float) -> Any:
-        """The next chunk, waiting at most ``timeout`` seconds (TimeoutError otherwise)."""
-        kind, value, data = self.call.next_event(timeout)
+        """The next chunk, waiting at most ``timeout`` seconds.
+
+        Raises:
+            TimeoutError: nothing arrived in time (the message says when the
+                stream's credit is used up).
+            CallError: the call ended with an error.
+        """
+        kind, value, data = self._next_event(timeout)
         if kind != "chunk":
             self._end(kind, value)
         self.seqs.append(value)

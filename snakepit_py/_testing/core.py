@@ -258,6 +258,7 @@ class SupervisorCore:
         if credit is not None:
             opts[_A("credit")] = credit
         pending = self.expect(cid)
+        pending.granted = credit
         self.send_term((_CALL, cid, method, list(args), dict(kwargs or {}), opts))
         return pending
 
@@ -280,12 +281,16 @@ class SupervisorCore:
         )
         return Stream(pending, credit, auto_credit)
 
-    def cancel(self, call_id: int) -> None:
-        """Send ``{:cancel, id}``."""
-        self.send_term((_CANCEL, call_id))
+    def cancel(self, call: int | PendingCall | Stream) -> None:
+        """Send ``{:cancel, id}`` for a call id, or a call ``start_call``/``stream`` returned."""
+        self.send_term((_CANCEL, call if isinstance(call, int) else call.id))
 
     def credit(self, call_id: int, n: int) -> None:
         """Send ``{:credit, id, n}``."""
+        with self._lock:
+            pending = self._pending.get(call_id)
+            if pending is not None and pending.granted is not None:
+                pending.granted += n
         self.send_term((_CREDIT, call_id, n))
 
     def _request(self, tag: Atom, timeout: float | None) -> Any:
@@ -337,6 +342,7 @@ class SupervisorCore:
             pending = list(self._pending.values())
             self._pending.clear()
         for p in pending:
+            p._answer("error")
             p.events.put(("error", _lost(self.proc), None))
         with self._cond:
             self._cond.notify_all()
@@ -351,6 +357,8 @@ class SupervisorCore:
                 pending = self._pending.get(cid)
                 if tag != "chunk" and pending is not None:
                     del self._pending[cid]
+            if pending is not None:
+                pending._answer(str(tag))
             if pending is None:
                 if tag == "error":
                     self.orphan_errors.put(msg[2])

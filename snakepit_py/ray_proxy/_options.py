@@ -13,7 +13,8 @@ USAGE = (
     "snakepit-py worker snakepit_py.ray_proxy -- "
     "--ray-address local|auto|ray://HOST:PORT|HOST:PORT "
     "[--num-cpus N] [--object-store-mb MB] [--tasks MODULE_OR_FILE]... [--allow PREFIX]... "
-    "[--auth token|disabled|env] [--jobs-address URL --allow-entrypoint PREFIX...]"
+    "[--auth token|disabled|env] [--jobs-address URL --allow-entrypoint PREFIX...] "
+    "[--connect-on-first-call]"
 )
 
 
@@ -33,7 +34,7 @@ class ProxyOptions:
     auth_token_file: str | None = None
     jobs_address: str | None = None
     allow_entrypoint: list[str] = field(default_factory=list)
-    connect_at_start: bool = False
+    connect_at_start: bool = True
 
     @property
     def local(self) -> bool:
@@ -67,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token-file")
     p.add_argument("--jobs-address")
     p.add_argument("--allow-entrypoint", action="append", default=[])
-    p.add_argument("--connect-at-start", action="store_true")
+    # Connecting takes seconds (~10 for a private Ray), so by default it happens
+    # before :ready, where the start timeout covers it, not in a call's timeout.
+    p.add_argument("--connect-on-first-call", dest="connect_at_start", action="store_false")
+    p.add_argument("--connect-at-start", action="store_true", help=argparse.SUPPRESS)  # the default
     return p
 
 

@@ -39,7 +39,13 @@ class RayProxy:
     """Submit Ray tasks, actors and jobs from the BEAM (``docs/ray.md``).
 
     Launch options come after ``--`` (``snakepit.worker_args()``); see
-    :mod:`snakepit_py.ray_proxy._options`.
+    :mod:`snakepit_py.ray_proxy._options`. The proxy connects to Ray while it
+    loads, before ``:ready`` (``--connect-on-first-call`` defers it), so no call
+    pays the seconds ``ray.init`` takes.
+
+    Raises:
+        ProxyConfigError: bad launch options.
+        RayProxyError: Ray is not installed, or could not start or connect.
     """
 
     def __init__(self, argv: list[str] | None = None) -> None:
@@ -54,7 +60,7 @@ class RayProxy:
         self.jobs = JobsClient(self.options.jobs_address, self.options.allow_entrypoint)
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="snakepit-ray")
         unignore_sigint()  # before any Ray process exists (see its docstring)
-        if self.options.connect_at_start:
+        if self.options.connect_at_start:  # the default: before :ready, not in a call's timeout
             self._connect()
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -261,7 +267,8 @@ class RayProxy:
 
     @snakepit.method
     async def connect(self) -> dict:
-        """Connect now (otherwise the first call that needs Ray does); returns health."""
+        """Connect now if not yet connected (only with ``--connect-on-first-call``;
+        otherwise the first call that needs Ray does); returns health."""
         await self._ray()
         return self.health_check()
 
