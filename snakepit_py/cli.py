@@ -1,4 +1,4 @@
-"""The ``snakepit-py`` command: ``worker``, ``call``, ``describe`` and ``doctor``."""
+"""The ``snakepit-py`` command: ``worker``, ``call``, ``describe``, ``doctor`` and ``health``."""
 
 from __future__ import annotations
 
@@ -216,6 +216,30 @@ def _cmd_describe(ns: argparse.Namespace, worker_argv: list[str]) -> int:
     return 0
 
 
+def _cmd_health(ns: argparse.Namespace) -> int:
+    """Ask a gRPC worker's grpc.health.v1 service; exit 0 when it answers as the probe wants."""
+    import os
+
+    import grpc
+
+    from .client import GrpcClient
+
+    token = os.environ.get("SNAKEPIT_GRPC_TOKEN") or None
+    ca = None
+    if ns.tls_ca:
+        with open(ns.tls_ca, "rb") as f:
+            ca = f.read()
+    try:
+        with GrpcClient(ns.address, token=token, root_certificates=ca) as client:
+            status = client.serving_status(ns.service, timeout=ns.timeout)
+    except grpc.RpcError as err:
+        print(f"unreachable: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    print(status)
+    # --alive: a draining worker (NOT_SERVING) is alive; only no answer fails
+    return 0 if status == "SERVING" or (ns.alive and status == "NOT_SERVING") else 1
+
+
 def _version_action() -> type:
     import argparse
 
@@ -263,6 +287,18 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         help="which Python and snakepit_py this is, which C accelerators are in use and why not",
     )
+    h = sub.add_parser(
+        "health",
+        help="probe a gRPC worker (grpc.health.v1): exit 0 if SERVING; the token is read "
+        "from SNAKEPIT_GRPC_TOKEN",
+    )
+    h.add_argument("address", help="HOST:PORT of the worker")
+    h.add_argument("--service", default="", help="the service to ask about (default: the server)")
+    h.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    h.add_argument("--tls-ca", metavar="FILE", help="PEM certificates to trust: use TLS")
+    h.add_argument(
+        "--alive", action="store_true", help="NOT_SERVING (draining) passes too: a liveness probe"
+    )
     return p
 
 
@@ -281,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.command == "call":
         return _cmd_call(ns, worker_argv)
+    if ns.command == "health":
+        return _cmd_health(ns)
     if ns.command == "doctor":
         from ._accel import report
 
