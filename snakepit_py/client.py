@@ -10,8 +10,15 @@
 
 Uses the unary ``Call`` and server-streaming ``Stream`` RPCs, with arguments
 and results in a codec of your choice (``etf`` keeps tuples, bytes and atoms
-exactly; ``msgpack`` and ``json`` suit other languages). Errors raise
-:class:`~snakepit_py.errors.CallError`, as over the Port. Needs the ``grpc`` extra.
+exactly; ``msgpack`` and ``json`` suit other languages). Its handles and
+errors are those of the Port's test client (``snakepit_py.testing``):
+``start_call(...).wait()``, streams with ``result``/``seqs``/``cancel()``; a
+call that ends badly (an error from the worker, cancelled, past its deadline)
+raises :class:`~snakepit_py.errors.CallError`, an RPC that fails before the
+worker answers :class:`~snakepit_py.errors.TransportError`. Both are also
+``grpc.RpcError`` (and a cancelled wait a ``grpc.FutureCancelledError``, a
+timed-out one a ``grpc.FutureTimeoutError``), as this client raised before.
+Needs the ``grpc`` extra.
 """
 
 from __future__ import annotations
@@ -22,11 +29,21 @@ from typing import Any
 import grpc
 
 from ._proto.snakepit.v1 import worker_pb2 as pb
-from .errors import CallError
+from .errors import CallError, TransportError
 from .transport._grpc_common import ERROR_KEY, SERVICE, error_from_proto, request_codec
 from .transport._grpc_health import decode_response, encode_request
 
-__all__ = ["GrpcClient", "GrpcCall", "GrpcStream"]
+__all__ = [
+    # the client and its handles
+    "GrpcClient",
+    "GrpcCall",
+    "GrpcStream",
+    # what it raises (each also the grpc exception it replaces)
+    "GrpcCallError",
+    "GrpcCallCancelled",
+    "GrpcTransportError",
+    "GrpcWaitTimeout",
+]
 
 
 def _channel_options(max_message: int) -> list[tuple[str, Any]]:
@@ -39,34 +56,105 @@ def _channel_options(max_message: int) -> list[tuple[str, Any]]:
     ]
 
 
-def _call_error(err: grpc.RpcError, codec: Any) -> Exception:
-    """Turn a failed RPC into CallError (worker errors) or leave it as grpc.RpcError."""
-    failed: Any = err  # a grpc.Call too (grpc-stubs' metadatum is not the tuple it is)
-    for key, value in failed.trailing_metadata() or ():
+class _Rpc(grpc.RpcError):
+    """Keeps the failed RPC's ``code()``/``details()``/metadata (``except grpc.RpcError``)."""
+
+    rpc: Any = None
+
+    def code(self) -> Any:
+        """The RPC's ``grpc.StatusCode`` (None if it never ran)."""
+        return None if self.rpc is None else self.rpc.code()
+
+    def trailing_metadata(self) -> Any:
+        """The RPC's trailing metadata."""
+        return None if self.rpc is None else self.rpc.trailing_metadata()
+
+
+# CallError's ``details`` (the error's details map) wins over grpc.RpcError's
+# ``details()`` method; the gRPC status text stays at ``.rpc.details()``.
+class GrpcCallError(CallError, _Rpc):  # type: ignore[misc]
+    """A :class:`CallError` that is also the ``grpc.RpcError`` it came in."""
+
+
+class GrpcCallCancelled(CallError, _Rpc, grpc.FutureCancelledError):  # type: ignore[misc]
+    """A call cancelled here (kind ``cancelled``), as FakeSupervisor reports it."""
+
+
+class GrpcTransportError(TransportError, _Rpc):
+    """A :class:`TransportError` that is also the ``grpc.RpcError`` it came in."""
+
+    def details(self) -> Any:
+        """The RPC's status text (as ``message``)."""
+        return self.message
+
+
+class GrpcWaitTimeout(TimeoutError, grpc.FutureTimeoutError):
+    """``wait(timeout)`` ran out before the call ended (the call goes on)."""
+
+
+def _error_map(kind: str, type_: str, message: str) -> dict[str, Any]:
+    return {"kind": kind, "type": type_, "message": message, "traceback": None, "details": {}}
+
+
+def _rpc_error(err: Any, codec: Any) -> Exception:
+    """The error a failed RPC raises: CallError for what the call ended with, else
+    TransportError; either keeps ``err`` as ``.rpc`` (``code()``, ``details()``)."""
+    exc: CallError | TransportError
+    for key, value in err.trailing_metadata() or ():  # a worker's error
         if key == ERROR_KEY:
-            return CallError(error_from_proto(pb.Error.FromString(value), codec))
-    return err
+            exc = GrpcCallError(error_from_proto(pb.Error.FromString(value), codec))
+            exc.rpc = err
+            return exc
+    code, details = err.code(), str(err.details() or "")
+    if code == grpc.StatusCode.CANCELLED:
+        exc = GrpcCallCancelled(_error_map("cancelled", "CallCancelled", details or "cancelled"))
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the RPC's own deadline, not the worker's
+        exc = GrpcCallError(_error_map("timeout", "DeadlineExceeded", details))
+    else:
+        exc = GrpcTransportError(getattr(code, "name", str(code)), details)
+    exc.rpc = err
+    return exc
+
+
+def _cancelled_here() -> GrpcCallCancelled:
+    return GrpcCallCancelled(_error_map("cancelled", "CallCancelled", "cancelled by the client"))
 
 
 class GrpcCall:
-    """A Call in flight: ``result()`` waits for it, ``cancel()`` cancels it (and the call)."""
+    """A Call in flight, like FakeSupervisor's PendingCall: ``wait()`` returns its
+    result, ``cancel()`` cancels it on the worker."""
 
     def __init__(self, future: Any, codec: Any) -> None:
         self._future = future
         self._codec = codec
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The call's result.
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the call to end and return its result.
+
+        Args:
+            timeout: seconds to wait (None: as long as it takes); the call goes on after.
 
         Raises:
-            CallError: the worker answered with an error.
-            grpc.RpcError: the RPC itself failed (unreachable, UNAUTHENTICATED, cancelled here).
+            CallError: the call ended with an error: the worker's, ``cancelled``
+                (``cancel()`` here; also a ``grpc.FutureCancelledError``) or
+                ``timeout`` (its deadline).
+            TransportError: the RPC failed before the worker answered
+                (unreachable, ``UNAUTHENTICATED``...).
+            TimeoutError: ``timeout`` passed first (also a ``grpc.FutureTimeoutError``).
         """
         try:
             reply = self._future.result(timeout)
+        except grpc.FutureCancelledError:
+            raise _cancelled_here() from None
+        except grpc.FutureTimeoutError:
+            raise GrpcWaitTimeout(f"the call did not end within {timeout} s") from None
         except grpc.RpcError as err:
-            raise _call_error(err, self._codec) from None
+            raise _rpc_error(err, self._codec) from None
         return self._codec.decode(reply.result)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Alias of :meth:`wait` (this client's earlier name)."""
+        return self.wait(timeout)
 
     def cancel(self) -> bool:
         """Cancel the RPC; the worker cancels the call, exactly like ``{:cancel, id}``."""
@@ -74,12 +162,15 @@ class GrpcCall:
         return cancelled
 
     def done(self) -> bool:
+        """True once the call has ended (answered, failed or cancelled)."""
         done: bool = self._future.done()
         return done
 
 
 class GrpcStream:
-    """The chunks of a streaming call; ``result`` holds the return value at the end."""
+    """The chunks of a streaming call, like FakeSupervisor's Stream: iterate it, then
+    read ``result``; ``seqs`` holds each chunk's seq. gRPC's own flow control
+    stands in for credit. Iterating raises what :meth:`GrpcCall.wait` raises."""
 
     def __init__(self, replies: Any, codec: Any) -> None:
         self._replies = replies
@@ -105,7 +196,7 @@ class GrpcStream:
                 raise
             except grpc.RpcError as err:
                 self.finished = True
-                raise _call_error(err, self._codec) from None
+                raise _rpc_error(err, self._codec) from None
             self._buffer, self._pos, self._next_seq = list(reply.chunks), 0, reply.seq
             if reply.done:
                 self.finished = True
@@ -117,7 +208,8 @@ class GrpcStream:
         return self._codec.decode(data)
 
     def cancel(self) -> None:
-        """Cancel the RPC; the worker cancels the call and closes its generator."""
+        """Cancel the RPC; the worker cancels the call and closes its generator
+        (iterating on raises a ``cancelled`` CallError)."""
         self._replies.cancel()
 
 
@@ -174,8 +266,21 @@ class GrpcClient:
         self.channel.close()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until the channel is connected. Raises grpc.FutureTimeoutError."""
-        grpc.channel_ready_future(self.channel).result(timeout)
+        """Wait until the channel is connected.
+
+        Raises:
+            TimeoutError: not connected in time (also a ``grpc.FutureTimeoutError``).
+        """
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout)
+        except grpc.FutureTimeoutError:
+            raise GrpcWaitTimeout(f"{self.target}: not connected within {timeout} s") from None
+
+    def _info(self, rpc: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return rpc(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise _rpc_error(err, self.codec) from None
 
     def _request(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                  timeout_ms: int | None, meta: dict[str, Any] | None) -> Any:  # fmt: skip
@@ -196,20 +301,20 @@ class GrpcClient:
             timeout: the gRPC deadline of the RPC, in seconds.
 
         Raises:
-            CallError: the worker answered with an error.
-            grpc.RpcError: the RPC failed (unreachable, UNAUTHENTICATED, ...).
+            CallError: the call ended with an error (see :meth:`GrpcCall.wait`).
+            TransportError: the RPC failed (unreachable, ``UNAUTHENTICATED``...).
         """
         request = self._request(method, args, kwargs, timeout_ms, meta)
         try:
             reply = self._call(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as err:
-            raise _call_error(err, self.codec) from None
+            raise _rpc_error(err, self.codec) from None
         return self.codec.decode(reply.result)
 
     def start_call(self, method: str, *args: Any, kwargs: dict[str, Any] | None = None,
                    timeout_ms: int | None = None, meta: dict[str, Any] | None = None,
                    timeout: float | None = None) -> GrpcCall:  # fmt: skip
-        """Start a call and return at once; ``.result()`` waits, ``.cancel()`` cancels."""
+        """Start a call and return at once; ``.wait()`` waits, ``.cancel()`` cancels."""
         request = self._request(method, args, kwargs, timeout_ms, meta)
         future = self._call.future(request, timeout=timeout, metadata=self.metadata)
         return GrpcCall(future, self.codec)
@@ -228,18 +333,21 @@ class GrpcClient:
 
     def health(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The worker's health report (``status``, ``inflight``, ``loaded_models``, ...)."""
-        reply = self._health(pb.InfoRequest(codec=self.codec_name), timeout=timeout,
-                             metadata=self.metadata)  # fmt: skip
+        reply = self._info(self._health, pb.InfoRequest(codec=self.codec_name), timeout)
         report: dict[str, Any] = self.codec.decode(reply.data)
         return report
 
     def describe(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """The method catalogue."""
-        reply = self._describe(pb.InfoRequest(codec=self.codec_name), timeout=timeout,
-                               metadata=self.metadata)  # fmt: skip
+        reply = self._info(self._describe, pb.InfoRequest(codec=self.codec_name), timeout)
         catalogue: dict[str, Any] = self.codec.decode(reply.data)
         return catalogue
 
     def serving_status(self, service: str = "", timeout: float | None = 10.0) -> str:
-        """The standard grpc.health.v1 status: ``"SERVING"`` or ``"NOT_SERVING"``."""
-        return self._check(service, timeout=timeout, metadata=self.metadata)
+        """The standard grpc.health.v1 status: ``"SERVING"`` or ``"NOT_SERVING"``.
+
+        Raises:
+            TransportError: the RPC failed (``NOT_FOUND`` for an unknown service).
+        """
+        status: str = self._info(self._check, service, timeout)
+        return status

@@ -23,6 +23,7 @@ __all__ = [
     "MethodNotFound",
     "BadArguments",
     "CallError",
+    "TransportError",
     "BeamCallError",
     "CallCancelled",
 ]
@@ -117,6 +118,25 @@ class CallError(SnakepitError):
         self.details = error.get("details") or {}
         message = error.get("message")
         super().__init__(f"{self.kind}: {self.type}: {message}")
+        self.message = message
+
+
+class TransportError(SnakepitError):
+    """The transport failed a call before the worker could answer it.
+
+    Raised by :class:`~snakepit_py.client.GrpcClient` when the RPC itself fails:
+    the worker is unreachable, the token is wrong (``UNAUTHENTICATED``), a
+    message is too large. An error the worker answered is a :class:`CallError`.
+
+    Attributes:
+        status: the transport's status name (gRPC: ``"UNAUTHENTICATED"``,
+            ``"UNAVAILABLE"``, ``"RESOURCE_EXHAUSTED"``...).
+        message: the transport's explanation.
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
         self.message = message
 
 
