@@ -114,7 +114,6 @@ def _print_error(err: Any) -> None:
 
 
 def _cmd_call(ns: argparse.Namespace, worker_argv: list[str]) -> int:
-    from .errors import CallError
     from .testing import FakeSupervisor
 
     args = [_parse_value(a) for a in ns.args]
@@ -131,40 +130,62 @@ def _cmd_call(ns: argparse.Namespace, worker_argv: list[str]) -> int:
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with FakeSupervisor(ns.target, worker_args=worker_argv, threads=ns.threads) as sup:
-        describe = {m["name"]: m for m in sup.describe()["methods"]}
-        streaming = describe.get(ns.method, {}).get("streaming", False)
-        try:
-            if streaming:
-                stream = sup.stream(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+    show_logs = ns.logs or ns.log_level is not None
+    log_options: dict[str, Any] = {}
+    if show_logs:  # the worker's `logging` records, on stderr as they arrive
+        level = (ns.log_level or "INFO").upper()
+        log_options = {"extra_args": ["--log-level", level], "on_log": _print_log}
+    with FakeSupervisor(
+        ns.target, worker_args=worker_argv, threads=ns.threads, **log_options
+    ) as sup:
+        code = _call_and_print(ns, sup, args, kwargs, timeout_ms)
+    if show_logs and sup.output().strip():  # what it wrote to stdout and stderr, once it exited
+        print(sup.output().rstrip(), file=sys.stderr)
+    return code
+
+
+def _print_log(level: str, message: str, meta: dict[Any, Any]) -> None:
+    logger = meta.get("logger") or "?"
+    print(f"[worker {level.upper()} {logger}] {message}", file=sys.stderr, flush=True)
+
+
+def _call_and_print(ns: argparse.Namespace, sup: Any, args: list[Any], kwargs: dict[str, Any],
+                    timeout_ms: int | None) -> int:  # fmt: skip
+    from .errors import CallError
+
+    describe = {m["name"]: m for m in sup.describe()["methods"]}
+    streaming = describe.get(ns.method, {}).get("streaming", False)
+    try:
+        if streaming:
+            stream = sup.stream(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+            try:
+                for chunk in stream:
+                    print(_show(chunk), flush=True)
+            except KeyboardInterrupt:
+                stream.cancel()
                 try:
-                    for chunk in stream:
-                        print(_show(chunk), flush=True)
-                except KeyboardInterrupt:
-                    stream.cancel()
-                    try:
-                        for _ in stream:
-                            pass
-                    except CallError:
+                    for _ in stream:
                         pass
-                    print("cancelled", file=sys.stderr)
-                    return 130
-                result = stream.result
-            else:
-                call = sup.start_call(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+                except CallError:
+                    pass
+                print("cancelled", file=sys.stderr)
+                return 130
+            result = stream.result
+        else:
+            call = sup.start_call(ns.method, *args, kwargs=kwargs, timeout_ms=timeout_ms)
+            try:
+                result = call.wait()
+            except KeyboardInterrupt:
+                sup.cancel(call.id)
                 try:
-                    result = call.wait()
-                except KeyboardInterrupt:
-                    sup.cancel(call.id)
-                    try:
-                        call.wait()
-                    except CallError:
-                        pass
-                    print("cancelled", file=sys.stderr)
-                    return 130
-        except CallError as err:
-            _print_error(err)
-            return 1
+                    call.wait()
+                except CallError:
+                    pass
+                print("cancelled", file=sys.stderr)
+                return 130
+    except CallError as err:
+        _print_error(err)
+        return 1
     print(_show(result) if ns.json or streaming else _pretty(result))
     return 0
 
@@ -280,6 +301,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, help="seconds before the call times out")
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    c.add_argument(
+        "--logs", action="store_true",
+        help="show the worker's logs (INFO and up) and output on stderr",
+    )  # fmt: skip
+    c.add_argument("--log-level", metavar="LEVEL", help="with --logs: the lowest level shown")
     d = sub.add_parser("describe", help="print TARGET's method catalogue")
     d.add_argument("target")
     d.add_argument("--json", action="store_true")

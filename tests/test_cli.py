@@ -44,6 +44,26 @@ def test_call_error_shows_traceback_and_exits_1():
     assert "Traceback" in out.stderr and "KeyError" in out.stderr
 
 
+def test_call_hides_the_workers_logs_unless_asked():
+    # Given a method that logs at every level
+    quiet = _cli("call", BASIC, "log_things")
+    assert quiet.returncode == 0 and "line" not in quiet.stderr
+    # When --logs is given, Then INFO and up reach stderr (stdout keeps the result alone)
+    out = _cli("call", BASIC, "log_things", "--logs")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == quiet.stdout
+    assert "[worker INFO tests.basic] info line" in out.stderr
+    assert "[worker WARNING tests.basic] warning line 42" in out.stderr
+    assert "[worker ERROR tests.basic] error line" in out.stderr
+    assert "debug line" not in out.stderr
+    # And --log-level picks the lowest level shown
+    debug = _cli("call", BASIC, "log_things", "--log-level", "debug")
+    assert "[worker DEBUG tests.basic] debug line" in debug.stderr
+    # And what the worker printed is shown too
+    assert "hello from print" in _cli("call", BASIC, "noisy", "--logs").stderr
+    assert "hello from print" not in _cli("call", BASIC, "noisy").stderr
+
+
 def test_call_streams_one_line_per_chunk():
     out = _cli("call", BASIC, "pushed", "3")
     assert out.returncode == 0

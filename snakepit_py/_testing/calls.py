@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NoReturn, Protocol
 
+from ..codec import Atom as _A
 from ..errors import CallError
 
 
@@ -41,6 +42,18 @@ class PendingCall:
         """Called by the supervisor's reader for each message of this call."""
         if kind != "chunk":
             self._answered = True
+
+    def lost(self, code: int | None) -> None:
+        """The worker exited (status ``code``) before answering: end with ``worker_crashed``."""
+        self._answered = True
+        error: dict[Any, Any] = {
+            _A("kind"): _A("worker_crashed"),
+            _A("type"): "WorkerExited",
+            _A("message"): f"the worker exited (status {code}) before answering",
+            _A("traceback"): None,
+            _A("details"): {},
+        }
+        self.events.put(("error", error, None))
 
     def next_event(self, timeout: float | None = 30.0) -> tuple[str, Any, Any]:
         """The next ``("chunk", seq, data)``, ``("ok", result, None)`` or ``("error", map, None)``.

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from ..codec import Atom, get_codec
@@ -58,6 +59,8 @@ class SupervisorCore:
             once it is ready; each ``{:beam_call}`` runs on a thread of its own
             and is answered as the harness would (``beam_calls`` and
             ``beam_cancels`` record what the worker sent).
+        on_log: called with ``(level, message, meta)`` for each ``:log`` frame
+            as it arrives (on the reader thread; they are kept in ``logs`` too).
     """
 
     def __init__(
@@ -77,8 +80,10 @@ class SupervisorCore:
         timeout: float = 30.0,
         record: bool = False,
         beam_functions: dict[str, Any] | None = None,
+        on_log: Callable[[str, str, dict[Any, Any]], None] | None = None,
     ) -> None:
         self.target = target
+        self.on_log = on_log
         self.codec = get_codec(codec)
         self.timeout = timeout
         self.ready_timeout = ready_timeout
@@ -341,9 +346,9 @@ class SupervisorCore:
         with self._lock:
             pending = list(self._pending.values())
             self._pending.clear()
+        code = self.proc.poll() if self.proc is not None else None
         for p in pending:
-            p._answer("error")
-            p.events.put(("error", _lost(self.proc), None))
+            p.lost(code)
         with self._cond:
             self._cond.notify_all()
 
@@ -379,20 +384,11 @@ class SupervisorCore:
             self._ready.set()
         elif tag == "log":
             self.logs.append(msg)
+            if self.on_log is not None:
+                self.on_log(str(msg[1]), str(msg[2]), dict(msg[3] or {}))
         elif tag == "event":
             self.events.append(msg)
         elif tag == "bye":
             self.bye = msg[1]
         with self._cond:
             self._cond.notify_all()
-
-
-def _lost(proc: subprocess.Popen[bytes] | None) -> dict[str, Any]:
-    code = proc.poll() if proc is not None else None
-    return {
-        _A("kind"): _A("worker_crashed"),
-        _A("type"): "WorkerExited",
-        _A("message"): f"the worker exited (status {code}) before answering",
-        _A("traceback"): None,
-        _A("details"): {},
-    }
