@@ -32,6 +32,7 @@ class PendingCall:
         # Chunks the worker may send in all (the first grant plus every :credit);
         # None: unbounded. Kept by the supervisor, read by Stream.
         self.granted: int | None = credit
+        self.timeout_ms: int | None = None  # the call's deadline on the worker, if any
         self._answered = False
 
     def done(self) -> bool:
@@ -120,7 +121,8 @@ class Stream:
     def _next_event(self, timeout: float | None) -> tuple[str, Any, Any]:
         starved = self._starved()
         if starved and timeout is not None and self._window == 0:
-            timeout = min(timeout, CREDIT_WAIT_S)
+            # (a call with a deadline ends by then: wait for its terminal that long)
+            timeout = min(timeout, CREDIT_WAIT_S + (self.call.timeout_ms or 0) / 1000)
         try:
             return self.call.next_event(timeout)
         except TimeoutError:

@@ -263,7 +263,7 @@ class SupervisorCore:
         if credit is not None:
             opts[_A("credit")] = credit
         pending = self.expect(cid)
-        pending.granted = credit
+        pending.granted, pending.timeout_ms = credit, timeout_ms
         self.send_term((_CALL, cid, method, list(args), dict(kwargs or {}), opts))
         return pending
 
