@@ -7,12 +7,14 @@ defmodule Snakepit do
   `docs/protocol.md`. State lives in Python (a worker class's
   attributes); the BEAM side only routes messages, supervises and restarts.
 
-      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "examples/ml_worker.py", size: 3)
+      # run from elixir_harness/: a relative target is resolved against the `:cd` option
+      # (default: the BEAM's current directory)
+      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "../examples/ml_worker.py", size: 3)
 
       {:ok, _} = Snakepit.call(:ml, %{method: "load_model", args: ["gpt2"]})
       {:ok, prediction} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]}, affinity: "gpt2")
 
-      {:error, %Snakepit.Error{kind: :exception, type: "KeyError"}} =
+      {:error, %Snakepit.Error{kind: :exception, type: "LookupError"}} =
         Snakepit.call(:ml, %{method: "predict", args: ["nope", "hi"]})
 
   See `Snakepit.Pool`, `Snakepit.Worker`, `Snakepit.Stream` and `Snakepit.Error`.
