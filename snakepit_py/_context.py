@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from ._methods import Method
 
 
-__all__ = ["CallContext", "ChunkOutlet", "current_call", "call_var", "QUEUED", "RUNNING", "DONE"]
+__all__ = ["CallContext", "ChunkOutlet", "current_call", "call_var", "prepare_interrupts", "QUEUED",
+           "RUNNING", "DONE"]  # fmt: skip
 
 # The call running in this thread or task. A ContextVar, not a per-thread
 # table: code the call hands its context to (asyncio.to_thread,
@@ -39,16 +40,39 @@ _async_exc_api: Any = None
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException]) -> int:
-    """Raise ``exc`` in thread ``thread_id`` at its next bytecode."""
-    global _async_exc_api
-    import ctypes  # only when a call is interrupted: ctypes is not free to import
+    """Raise ``exc`` in thread ``thread_id`` at its next bytecode.
 
+    It runs under the call's lock, so it must be quick: never an import there.
+    Importing ctypes (milliseconds) while holding the lock let the call's
+    thread, blocked on that lock on its way out of user code, take the
+    interrupt in runtime code and lose its terminal. The C process controls
+    have the call; without them, ctypes is imported at set-up, before any call
+    runs (``prepare_interrupts``).
+    """
+    global _async_exc_api
     if _async_exc_api is None:
+        prepare_interrupts()
+    changed: int = _async_exc_api(thread_id, exc)
+    return changed
+
+
+def prepare_interrupts() -> None:
+    """Make ``_set_async_exc`` ready (the C call, or ctypes imported now, outside any lock)."""
+    global _async_exc_api
+    if _async_exc_api is not None:
+        return
+    try:
+        from ._cproc import set_async_exc
+    except ImportError:  # built without the C process controls
+        import ctypes
+
         api = ctypes.pythonapi.PyThreadState_SetAsyncExc
         api.restype = ctypes.c_int
-        _async_exc_api = api
-    changed: int = _async_exc_api(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
-    return changed
+
+        def set_async_exc(thread_id: int, exc: type[BaseException]) -> int:
+            return int(api(ctypes.c_ulong(thread_id), ctypes.py_object(exc)))
+
+    _async_exc_api = set_async_exc
 
 
 class _Dropped(BaseException):

@@ -1,6 +1,8 @@
 /* Linux process controls for the guard (snakepit_py/_guard.py) and the worker
  * (snakepit_py/_lifecycle.py), in C so that a worker's start-up does not pay
- * for importing ctypes (~2 ms) and does them before :ready.
+ * for importing ctypes (~2 ms) and does them before :ready; and the one
+ * CPython call that interrupts a call's thread (snakepit_py/_context.py), so
+ * that interrupting never has to import ctypes either.
  *
  * Optional like the codec's accelerator: without it both modules fall back
  * to ctypes. Elsewhere than Linux (or glibc, for mallopt) they answer False. */
@@ -59,11 +61,23 @@ set_malloc_thresholds(PyObject *self, PyObject *args)
     Py_RETURN_FALSE;
 }
 
+static PyObject *
+set_async_exc(PyObject *self, PyObject *args)
+{
+    unsigned long thread_id;
+    PyObject *exc;
+    if (!PyArg_ParseTuple(args, "kO:set_async_exc", &thread_id, &exc))
+        return NULL;
+    return PyLong_FromLong(PyThreadState_SetAsyncExc(thread_id, exc));
+}
+
 static PyMethodDef methods[] = {
     {"set_child_subreaper", set_child_subreaper, METH_O,
      "set_child_subreaper(on) -> bool: orphaned descendants are re-parented to this process."},
     {"set_parent_death_signal", set_parent_death_signal, METH_O,
      "set_parent_death_signal(sig) -> bool: the kernel sends sig when the parent dies."},
+    {"set_async_exc", set_async_exc, METH_VARARGS,
+     "set_async_exc(thread_id, exc) -> int: PyThreadState_SetAsyncExc, the threads changed."},
     {"set_malloc_thresholds", set_malloc_thresholds, METH_VARARGS,
      "set_malloc_thresholds(mmap, trim) -> bool: glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD."},
     {NULL, NULL, 0, NULL},

@@ -19,7 +19,7 @@ import sys
 import time
 
 from . import _lifecycle, _logging, _state
-from ._context import call_var
+from ._context import call_var, prepare_interrupts
 from ._dispatcher import Dispatcher
 from ._options import WorkerOptions
 from ._registry import Registry
@@ -373,14 +373,15 @@ class _Readers:
 class _AfterReady:
     """Set-up run once: before :ready when it is cheap, else on the first frame or after a moment.
 
-    Becoming a subreaper and tuning malloc take microseconds through the C
-    process controls (``_cproc``), so ``serve`` runs them before :ready and the
-    first call waits for nothing. Without them they cost a few milliseconds
-    of CPU (ctypes), which :ready need not wait for: they then run before the
-    first frame is handled (the subreaper before any call can spawn a
-    process; user code imported before :ready can only have direct
-    children, which are ours to reap anyway), or ``delay`` seconds after
-    :ready if no frame came first, whichever is earlier. Starting the event
+    Becoming a subreaper, tuning malloc and readying interrupts take
+    microseconds through the C process controls (``_cproc``), so ``serve``
+    runs them before :ready and the first call waits for nothing. Without
+    them they cost a few milliseconds of CPU (ctypes), which :ready need not
+    wait for: they then run before the first frame is handled (the
+    subreaper before any call can spawn a process, and interrupts before any
+    call can be cancelled; user code imported before :ready can only have
+    direct children, which are ours to reap anyway), or ``delay`` seconds
+    after :ready if no frame came first, whichever is earlier. Starting the event
     loop of a worker with async methods (asyncio) is only ever done in the
     background, ``delay`` seconds after :ready: an async call that arrives
     before it starts the loop itself.
@@ -400,6 +401,7 @@ class _AfterReady:
             try:  # both report failure as False; this guards the reading thread against the rest
                 _lifecycle.become_subreaper()
                 _lifecycle.keep_heap_memory()
+                prepare_interrupts()  # (never an import under a call's lock: see _context)
             except Exception:  # pragma: no cover - e.g. an interpreter built without ctypes
                 pass
 

@@ -305,3 +305,24 @@ def test_a_million_chunks_with_credit_64_keep_memory_flat():
         assert n == 1_000_000
         assert start is not None
         assert peak - start < 5 * 1024, f"RSS grew by {(peak - start) / 1024:.1f} MB"
+
+
+def test_cancels_and_deadlines_racing_the_end_of_busy_calls_never_lose_a_terminal():
+    # Given two sync threads running pure-Python busy loops that a deadline and a
+    # cancel interrupt just as they end (the interrupt must never land in the
+    # runtime's own code: it did when interrupting first imported ctypes under
+    # the call's lock, and the call never got its terminal)
+    with FakeSupervisor(worker_path("basic.py"), threads=2) as sup:
+        for _ in range(20):
+            timed = sup.start_call("busy", 0.05, timeout_ms=30)
+            time.sleep(0.005)
+            cancelled = sup.start_call("busy", 0.05)
+            time.sleep(0.0055)
+            sup.cancel(cancelled.id)
+            streamed = sup.start_call("sleep", 0.02, credit=1)
+            sup.credit(streamed.id, 100)
+            # Then every call gets its one terminal
+            for call in (timed, cancelled, streamed):
+                while call.next_event(10)[0] == "chunk":
+                    pass
+        assert sup.call("add", 1, 1) == 2

@@ -112,7 +112,10 @@ def test_no_two_testing_modules_import_each_other_and_each_is_small():
 # --- credit: a stream that used up its grant says so, at once -------------------------------
 
 
-def test_a_stream_out_of_credit_fails_fast_and_says_so(basic):
+def test_a_stream_out_of_credit_fails_fast_and_says_so(basic, monkeypatch):
+    from snakepit_py._testing import calls
+
+    monkeypatch.setattr(calls, "CREDIT_WAIT_S", 1.0)  # (10 s by default)
     # Given a stream granted 2 chunks, without auto_credit, of a worker that would send 5
     stream = basic.stream("count", 5, credit=2)
     # When the test iterates it to the end

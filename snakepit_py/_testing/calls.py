@@ -88,7 +88,7 @@ class PendingCall:
 
 # How long iterating a stream whose credit is used up waits for its terminal
 # message before saying that the worker is waiting for credit.
-CREDIT_WAIT_S = 2.0
+CREDIT_WAIT_S = 10.0  # (generous: a loaded machine is slow to send a terminal too)
 
 
 class Stream:
@@ -97,7 +97,7 @@ class Stream:
     ``credit=N`` alone is the first grant, not a window: after N chunks the worker
     waits until ``credit(n)`` grants more. With ``auto_credit`` the stream grants
     credit back as chunks are consumed, like a real consumer would. Iterating a
-    stream whose credit is used up fails after ``CREDIT_WAIT_S`` (2 s) with a
+    stream whose credit is used up fails after ``CREDIT_WAIT_S`` (10 s) with a
     TimeoutError that says so, instead of waiting out the supervisor's timeout.
     """
 

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import grpc
 
 from .. import _lifecycle, _logging
+from .._context import prepare_interrupts
 from .._dispatcher import Dispatcher
 from .._options import WorkerOptions
 from .._registry import Registry
@@ -371,6 +372,7 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     # Ignored with a do-nothing handler, not SIG_IGN, which children would inherit.
     signal.signal(signal.SIGINT, _lifecycle.ignore_signal)
     _lifecycle.become_subreaper()
+    prepare_interrupts()  # (never an import under a call's lock: see _context)
     registry = load()
     worker = _Server(registry, opts)
     _logging.install(worker.dispatcher.send, opts.log_level)
