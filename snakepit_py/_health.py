@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._registry import Registry
     from ._table import CallTable
 
-__all__ = ["Health", "rss_mb"]
+__all__ = ["Health", "accelerators", "rss_mb"]
 
 A = Atom
 
@@ -46,6 +46,20 @@ def rss_mb() -> float:
         return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+# The optional C accelerators (setup.py), by what they speed up; each is in use
+# when the runtime imported it (it falls back to Python when it is missing).
+_ACCELERATORS = (
+    ("codec", "snakepit_py.codec._cetf"),
+    ("process_controls", "snakepit_py._cproc"),
+    ("metrics", "snakepit_py._cmetrics"),
+)
+
+
+def accelerators() -> dict[str, bool]:
+    """Which C accelerators this worker runs with (``snakepit-py doctor`` says why not)."""
+    return {what: module in sys.modules for what, module in _ACCELERATORS}
 
 
 class Health:
@@ -84,6 +98,7 @@ class Health:
             **({A("features"): [A(f) for f in FEATURES]} if peer_minor() >= 1 else {}),
             # (1.x) A binary key: every supervisor decodes it (docs/observability.md).
             **({"metrics_addr": _metrics.exporter} if _metrics.exporter else {}),
+            "accelerators": accelerators(),  # (1.x) binary keys, booleans
         }
 
     def report(self) -> dict:
@@ -120,6 +135,7 @@ class Health:
             A("extra"): extra,
             # (1.x) A binary key, binary keys inside: every supervisor decodes them.
             **({"metrics": self.metrics.snapshot()} if self.metrics is not None else {}),
+            "accelerators": accelerators(),
         }
 
     def describe(self) -> dict:

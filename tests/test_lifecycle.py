@@ -239,3 +239,21 @@ def test_a_worker_told_to_stop_as_it_starts_starts_every_thread_cleanly(tmp_path
         # Then it exits cleanly, no thread of it having died on a half-imported module
         assert proc.returncode == 0
         assert b"Exception ignored" not in err, err.decode(errors="replace")
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_ready_and_health_say_which_c_accelerators_are_in_use(pure):
+    import importlib.util
+
+    from snakepit_py._health import _ACCELERATORS
+
+    built = {what: importlib.util.find_spec(module) is not None for what, module in _ACCELERATORS}
+    env = {"SNAKEPIT_PY_PURE": "1"} if pure else {}
+    with FakeSupervisor(worker_path("basic.py"), env=env) as sup:
+        assert sup.ready is not None
+        ready = sup.ready["accelerators"]
+        assert set(ready) == {"codec", "process_controls", "metrics"}
+        assert ready == sup.health()["accelerators"]
+        # the codec runs in pure Python when told to; the rest as built
+        assert ready["codec"] is (False if pure else built["codec"])
+        assert ready["process_controls"] is built["process_controls"]
