@@ -272,10 +272,7 @@ class _Readers:
             try:
                 frame = reader.read()
             except FrameTooLarge as exc:
-                self.dispatcher.bad_request(
-                    self.peek(exc.head),
-                    f"frame of {exc.size} bytes is over the limit of {reader.max_frame}",
-                )
+                self._refuse_oversize(exc)
                 continue
             except OSError:
                 frame = None
@@ -296,11 +293,23 @@ class _Readers:
             if call is not None:
                 return self.dispatcher.accept_call(*call)
             return self.dispatcher.handle(self.decode(frame))
-        except DecodeError as exc:
-            self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
         except Exception as exc:  # a bug here must never stop the reading
-            self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
+            self._refuse_frame(frame, exc)
         return None
+
+    def _refuse_oversize(self, exc: FrameTooLarge) -> None:
+        """Answer a frame over ``--max-frame`` (it was skipped)."""
+        self.dispatcher.bad_request(
+            self.peek(exc.head),
+            f"frame of {exc.size} bytes is over the limit of {self.reader.max_frame}",
+        )
+
+    def _refuse_frame(self, frame: bytes, exc: Exception) -> None:
+        """Answer a frame that could not be decoded, or whose handling failed."""
+        if isinstance(exc, DecodeError):
+            self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
+        else:
+            self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
 
     def _lead(self) -> bool:
         """Hold the reading role: read, dispatch, run sync calls in place.
@@ -318,10 +327,7 @@ class _Readers:
             try:
                 frame = read()
             except FrameTooLarge as exc:
-                self.dispatcher.bad_request(
-                    self.peek(exc.head),
-                    f"frame of {exc.size} bytes is over the limit of {self.reader.max_frame}",
-                )
+                self._refuse_oversize(exc)
                 continue
             except OSError:
                 frame = None
@@ -338,11 +344,8 @@ class _Readers:
                     ctx = accept(*call)
                 else:
                     ctx = handle(decode(frame))
-            except DecodeError as exc:
-                self.dispatcher.bad_request(self.peek(frame), f"undecodable frame: {exc}")
-                continue
             except Exception as exc:  # a bug here must never stop the reading
-                self.dispatcher.bad_request(self.peek(frame), f"frame not handled: {exc!r}")
+                self._refuse_frame(frame, exc)
                 continue
             if ctx is None:
                 continue

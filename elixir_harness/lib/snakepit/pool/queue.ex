@@ -185,19 +185,8 @@ defmodule Snakepit.Pool.Queue do
   first: a call whose key no worker holds goes where loading it evicts least.
   """
   @spec fewest_models(workers() | [{term(), worker()}], map()) :: term() | nil
-  def fewest_models(workers, call) do
-    {pid, _} =
-      Enum.reduce(workers, {nil, nil}, fn {pid, w}, {_, best_key} = acc ->
-        if room?(w, call) do
-          key = {map_size(w.inflight), MapSet.size(w.models), w.last_used}
-          if best_key == nil or key < best_key, do: {pid, key}, else: acc
-        else
-          acc
-        end
-      end)
-
-    pid
-  end
+  def fewest_models(workers, call),
+    do: least(workers, call, &{map_size(&1.inflight), MapSet.size(&1.models), &1.last_used})
 
   @doc """
   The worker with room for `call` that has the fewest calls in flight, the one
@@ -205,13 +194,16 @@ defmodule Snakepit.Pool.Queue do
   list of pairs.
   """
   @spec best(workers() | [{term(), worker()}], map()) :: term() | nil
-  # One pass, no intermediate lists: this runs for every call.
-  def best(workers, call) do
+  def best(workers, call), do: least(workers, call, &{map_size(&1.inflight), &1.last_used})
+
+  # The worker with room for `call` whose `key` is the least; nil if none has
+  # room. One pass, no intermediate lists: `best/2` runs for every call.
+  defp least(workers, call, key) do
     {pid, _} =
       Enum.reduce(workers, {nil, nil}, fn {pid, w}, {_, best_key} = acc ->
         if room?(w, call) do
-          key = {map_size(w.inflight), w.last_used}
-          if best_key == nil or key < best_key, do: {pid, key}, else: acc
+          k = key.(w)
+          if best_key == nil or k < best_key, do: {pid, k}, else: acc
         else
           acc
         end
