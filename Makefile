@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-base bytecode elixir lint typecheck test-python test-elixir dialyzer bench clean
+.PHONY: demo test setup setup-base bytecode elixir lint typecheck test-python test-elixir dialyzer bench docs clean
 
 demo: setup-base bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
@@ -86,6 +86,12 @@ test-python: setup
 test-elixir: setup elixir
 	cd elixir_harness && mix format --check-formatted && \
 	  MIX_ENV=test mix compile --warnings-as-errors --force && mix test
+
+# The API reference (docs/api_reference.md): docs/api/python.md from the docstrings,
+# docs/api/elixir.md from @moduledoc/@doc/@spec; tests/test_api_docs.py checks them.
+docs: setup elixir
+	$(PY) scripts/gen_api_docs.py
+	cd elixir_harness && mix run --no-start ../scripts/gen_api_docs.exs
 
 bench: setup bytecode elixir
 	taskset -c 0 $(PY) benchmarks/bench_codec.py
