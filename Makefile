@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+BUILD_WHEELS = .cache/build-wheels
 
 .PHONY: demo test setup setup-base bytecode elixir lint typecheck test-python test-elixir dialyzer bench docs clean
 
@@ -17,7 +18,7 @@ test: setup bytecode elixir lint typecheck test-python test-elixir dialyzer
 
 # `make demo` needs the package alone (setup-base); `make test` every extra (setup).
 setup-base: $(VENV)/.installed-base
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(BUILD_WHEELS)/.fetched
 
 # (setup.py builds the codec's C accelerator: a change to it reinstalls;
 # without a C compiler it is skipped and the codec stays pure Python, so one
@@ -44,6 +45,15 @@ $(VENV)/.installed-base: pyproject.toml setup.py snakepit_py/codec/_cetf.c snake
 $(VENV)/.installed: $(VENV)/.installed-base
 	@echo "==> Installing the test tools and the optional dependencies (.[dev,ray])..."
 	$(PY) -m pip install --progress-bar on -e '.[dev,ray]'
+	touch $@
+
+# The build backend for the other Pythons' manylinux wheels: tests/test_packaging.py
+# builds one for each of 3.10, 3.12 and 3.13 it finds, offline, with setuptools from
+# here (a pure wheel: the newest for 3.10, which the newer Pythons take too).
+$(BUILD_WHEELS)/.fetched: pyproject.toml | $(VENV)/.installed-base
+	@echo "==> Downloading the build backend for the other Pythons' wheels ($(BUILD_WHEELS))..."
+	$(PY) -m pip download -q --only-binary=:all: --no-deps --python-version 3.10 \
+	  -d $(BUILD_WHEELS) 'setuptools>=77'
 	touch $@
 
 # Workers start from bytecode even where PYTHONDONTWRITEBYTECODE is set

