@@ -7,15 +7,17 @@ defmodule Snakepit do
   `docs/protocol.md`. State lives in Python (a worker class's
   attributes); the BEAM side only routes messages, supervises and restarts.
 
-      # run from elixir_harness/: a relative target is resolved against the `:cd` option
-      # (default: the BEAM's current directory)
-      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "../examples/ml_worker.py", size: 3)
+  Run from `elixir_harness/` (a relative target is resolved against the `:cd`
+  option, by default the BEAM's current directory):
 
-      {:ok, _} = Snakepit.call(:ml, %{method: "load_model", args: ["gpt2"]})
-      {:ok, prediction} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]}, affinity: "gpt2")
-
-      {:error, %Snakepit.Error{kind: :exception, type: "LookupError"}} =
-        Snakepit.call(:ml, %{method: "predict", args: ["nope", "hi"]})
+      iex> {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "../examples/ml_worker.py", size: 3)
+      iex> {:ok, _} = Snakepit.call(:ml, %{method: "load_model", args: ["gpt2"]})
+      iex> {:ok, prediction} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "good"]}, affinity: "gpt2")
+      iex> prediction["label"]
+      "positive"
+      iex> {:error, error} = Snakepit.call(:ml, %{method: "predict", args: ["nope", "hi"]})
+      iex> {error.kind, error.type}
+      {:exception, "LookupError"}
 
   See `Snakepit.Pool`, `Snakepit.Worker`, `Snakepit.Stream` and `Snakepit.Error`.
   """

@@ -27,7 +27,10 @@ def type_name(obj: object) -> str:
 class Atom(str):
     """An Erlang atom other than ``true``/``false``/``nil``.
 
-    A ``str`` subclass, so ``Atom("ok") == "ok"`` and it hashes like the str.
+    A ``str`` subclass, so it equals and hashes like the str:
+
+    >>> Atom("ok") == "ok", {Atom("ok"): 1}["ok"]
+    (True, 1)
     """
 
     __slots__ = ()
@@ -41,6 +44,9 @@ class ImproperList(list):  # type: ignore[type-arg]  # (list[Any] at run time co
 
     Attributes:
         tail: the last tail of the list (any term except a list).
+
+    >>> ImproperList([1, 2], tail=3)  # [1, 2 | 3]
+    ImproperList([1, 2], tail=3)
     """
 
     __slots__ = ("tail",)

@@ -2,8 +2,11 @@ defmodule Snakepit.Pool do
   @moduledoc """
   A supervised pool of Python workers.
 
-      {:ok, _} = Snakepit.Pool.start_link(name: :ml, target: "ml_worker.py", size: 3)
-      {:ok, result} = Snakepit.call(:ml, %{method: "predict", args: ["gpt2", "hi"]})
+      iex> {:ok, _} = Snakepit.Pool.start_link(name: :hello, target: "../examples/hello_worker.py", size: 3)
+      iex> Snakepit.call(:hello, %{method: "add", args: [1, 2]})
+      {:ok, 3}
+      iex> Snakepit.Pool.stats(:hello).workers
+      3
 
   Each call goes to a worker with room for it (the one with the fewest calls
   in flight, then the one used longest ago); when no worker has room it waits

@@ -2,14 +2,26 @@ defmodule Snakepit.Stream do
   @moduledoc """
   Streaming calls: a generator method's chunks, one by one, with flow control.
 
-      {:ok, ref} =
-        Snakepit.Stream.open(:ml, %{method: "train", args: [data]}, fn
-          {:data, chunk} -> IO.inspect(chunk, label: "progress")
-          {:end, result} -> IO.inspect(result, label: "done")
-          {:error, error} -> IO.puts(Exception.message(error))
-        end)
+      iex> {:ok, _} = Snakepit.Pool.start_link(name: :trainer, target: "../examples/ml_worker.py", size: 1)
+      iex> me = self()
+      iex> {:ok, _ref} =
+      ...>   Snakepit.Stream.open(:trainer, %{method: "train", args: [[1, 2]], kwargs: %{"epochs" => 3}}, fn
+      ...>     {:data, chunk} -> send(me, {:progress, chunk["epoch"]})
+      ...>     {:end, result} -> send(me, {:done, result["model"]})
+      ...>     {:error, error} -> send(me, {:failed, Exception.message(error)})
+      ...>   end)
+      iex> for _ <- 1..4, do: receive(do: (event -> event))
+      [progress: 1, progress: 2, progress: 3, done: "trained"]
 
-      :ok = Snakepit.Stream.cancel(ref)
+  A stream is cancelled with its ref; its callback then gets the terminal event:
+
+      iex> {:ok, _} = Snakepit.Pool.start_link(name: :cancelled, target: "../examples/ml_worker.py", size: 1)
+      iex> me = self()
+      iex> {:ok, ref} = Snakepit.Stream.open(:cancelled, %{method: "train", args: [[1, 2]]}, &send(me, &1))
+      iex> Snakepit.Stream.cancel(ref)
+      :ok
+      iex> receive do: ({:error, error} -> error.kind), after: (5_000 -> :no_terminal)
+      :cancelled
 
   The callback runs in a process of its own, started by `open/4`, once per
   event: any number of `{:data, chunk}`, then exactly one `{:end, result}` or
