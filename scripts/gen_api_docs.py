@@ -54,6 +54,8 @@ HANDED_OUT = {
     "snakepit_py.client.GrpcStream",
 }
 
+WIDTH = 88  # a longer signature is shown one parameter a line
+
 SECTIONS = ("Args", "Arguments", "Returns", "Yields", "Raises", "Attributes", "Example", "Note")
 
 
@@ -86,12 +88,13 @@ def _default(value: Any) -> Any:
     return _Text(text)
 
 
-def signature(obj: Any, *, drop_self: bool = False) -> str:
-    """``(a: int, b: int = 1) -> int``, or "" for an object with none."""
+def signature(obj: Any, head: str, *, drop_self: bool = False) -> str:
+    """``head(a: int, b: int = 1) -> int``, one parameter a line when that is long;
+    ``head`` alone for an object with no signature."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return ""
+        return head
     params = [
         p.replace(annotation=_annotation(p.annotation), default=_default(p.default))
         for p in sig.parameters.values()
@@ -99,7 +102,22 @@ def signature(obj: Any, *, drop_self: bool = False) -> str:
     if drop_self and params and params[0].name in ("self", "cls"):
         params = params[1:]
     sig = sig.replace(parameters=params, return_annotation=_annotation(sig.return_annotation))
-    return str(sig)
+    line = head + str(sig)
+    if len(line) <= WIDTH:
+        return line
+    parts: list[str] = []  # str(sig)'s parts, with its "/" and "*" markers
+    for i, p in enumerate(params):
+        if p.kind is p.KEYWORD_ONLY and (i == 0 or params[i - 1].kind < p.KEYWORD_ONLY):
+            if not any(q.kind is q.VAR_POSITIONAL for q in params):
+                parts.append("*")
+        parts.append(str(p))
+        last_positional = p.kind is p.POSITIONAL_ONLY
+        if last_positional and (i + 1 == len(params) or params[i + 1].kind is not p.kind):
+            parts.append("/")
+    ret = ""
+    if sig.return_annotation is not inspect.Signature.empty:
+        ret = f" -> {inspect.formatannotation(sig.return_annotation)}"
+    return head + "(\n" + "".join(f"    {part},\n" for part in parts) + ")" + ret
 
 
 def _roles(text: str) -> str:
@@ -180,7 +198,7 @@ def markdown(doc: str) -> str:
 
 def _item(text: str) -> str:
     """``- name: what`` -> ``- `name`: what`` (Args/Raises entries)."""
-    m = re.match(r"- ([\w*]+(?: \([^)]*\))?): (.*)", text)
+    m = re.match(r"- ([\w*]+(?:, [\w*]+)*(?: \([^)]*\))?): (.*)", text)
     if not m:
         return text
     return f"- `{m.group(1)}`: {m.group(2)}"
@@ -257,22 +275,47 @@ class Writer:
             bases = [b for b in obj.__bases__ if b is not object]
             self.emit(f"### {title}", "")
             init: Any = vars(obj).get("__init__", obj)
-            sig = signature(init, drop_self=init is not obj) if kind == "class" else ""
-            if qualname in HANDED_OUT:
-                sig = ""  # users are handed one, never build it
+            head = f"{kind} {obj.__name__}"
+            if kind == "class" and qualname not in HANDED_OUT:  # (users are handed those)
+                head = signature(init, head, drop_self=init is not obj)
             based = ", ".join(f"`{self.public_name(b)}`" for b in bases)
-            self.emit(f"```text\n{kind} {obj.__name__}{sig}\n```", "")
+            self.emit(f"```text\n{head}\n```", "")
             if based:
                 self.emit(f"Bases: {based}", "")
             self.doc(obj)
+            self._base_options(obj, init)
             for name, member in _members(obj, skip=INTERNAL.get(qualname, ())):
                 self._member(qualname, name, member)
             return
         if callable(obj):
-            self.emit(f"### {title}", "", f"```text\n{obj.__name__}{signature(obj)}\n```", "")
+            self.emit(f"### {title}", "", f"```text\n{signature(obj, obj.__name__)}\n```", "")
             self.doc(obj)
             return
         self.emit(f"### {title}", "", f"```text\n{obj!r}\n```", "")
+
+    def _base_options(self, cls: type, init: Any) -> None:
+        """A constructor that passes ``**options`` on to an internal base's: show that
+        one's signature and docstring, which document the options."""
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return
+        for base in cls.__mro__[1:]:
+            if id(base) in self.public or not base.__module__.startswith("snakepit_py"):
+                continue
+            if "__init__" in vars(base) and _own_doc(base):
+                self.emit(
+                    f"**Options**: those of its internal base `{base.__name__}`:",
+                    "",
+                    "```text",
+                    signature(vars(base)["__init__"], base.__name__, drop_self=True),
+                    "```",
+                    "",
+                )
+                self.doc(base)
+                return
 
     def _member(self, owner: str, name: str, member: Any) -> None:
         if isinstance(member, property):
@@ -284,7 +327,7 @@ class Writer:
             self.doc(member)
             return
         self.emit(f"#### `{owner}.{name}`", "")
-        self.emit(f"```text\n{name}{signature(member, drop_self=True)}\n```", "")
+        self.emit(f"```text\n{signature(member, name, drop_self=True)}\n```", "")
         self.doc(member)
 
 

@@ -85,8 +85,10 @@ def test_every_public_python_name_has_a_docstring() -> None:
     assert not missing, f"public names without a docstring: {missing}"
 
 
-def test_python_docstring_examples_run() -> None:
-    """Every `>>>` example of a documented name (the page's ```pycon blocks) passes."""
+def test_python_docstring_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `>>>` example of a documented name (the page's ```pycon blocks) passes,
+    run from the repository's root (FakeSupervisor's starts examples/hello_worker.py)."""
+    monkeypatch.chdir(ROOT)
     gen = _generator()
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

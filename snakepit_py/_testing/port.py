@@ -15,7 +15,15 @@ class FakeSupervisor(SupervisorCore):
 
     Takes SupervisorCore's options (``worker_args``, ``threads``, ``codec``,
     ``env``, ``timeout``, ``record``...). Over gRPC, use
-    :class:`~snakepit_py.testing.GrpcSupervisor`.
+    :class:`~snakepit_py.testing.GrpcSupervisor`. From the repository's root:
+
+    >>> sup = FakeSupervisor("examples/hello_worker.py").start()
+    >>> sup.call("add", 1, 2)
+    3
+    >>> sorted(m["name"] for m in sup.describe()["methods"])
+    ['add', 'hello']
+    >>> sup.close()
+    0
     """
 
     def __init__(self, target: str, **options: Any) -> None:
