@@ -338,11 +338,21 @@ def main(argv: list[str] | None = None) -> int:
             _serve(_load_or_die(runtime_argv[1]), opts)
             return 0
     ns = _parser().parse_args(runtime_argv)
+    if ns.command in ("call", "describe"):
+        from .errors import ProtocolError
+
+        try:
+            return (
+                _cmd_call(ns, worker_argv)
+                if ns.command == "call"
+                else _cmd_describe(ns, worker_argv)
+            )
+        except ProtocolError as err:  # the worker did not start: its output says why
+            print(f"snakepit-py: {err}", file=sys.stderr)
+            return 1
     if ns.command == "worker":
         _serve(_load_or_die(ns.target), options_from_args(ns, worker_argv))
         return 0
-    if ns.command == "call":
-        return _cmd_call(ns, worker_argv)
     if ns.command == "health":
         return _cmd_health(ns)
     if ns.command == "doctor":
@@ -350,4 +360,4 @@ def main(argv: list[str] | None = None) -> int:
 
         print(report())
         return 0
-    return _cmd_describe(ns, worker_argv)
+    return 2  # (argparse allows no other command)

@@ -346,7 +346,12 @@ class SupervisorCore:
         with self._lock:
             pending = list(self._pending.values())
             self._pending.clear()
-        code = self.proc.poll() if self.proc is not None else None
+        code = None
+        if self.proc is not None and pending:  # its output ended: the exit status is near
+            try:
+                code = self.proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                pass
         for p in pending:
             p.lost(code)
         with self._cond:
