@@ -5,6 +5,7 @@ A fenced block's language says what it is:
 - ``python``, ``elixir``, ``sh``: code, run by the test (each block on its own,
   in a scratch directory per document, in the document's order);
 - ``text`` or no language: output, diagrams, wire terms; not code;
+- ``promql``: queries for Prometheus (the metrics they name are checked);
 - ``pycon``, ``iex``: doctests, run where they are written (in the generated API
   reference: from the docstrings and ``@doc``\\s they come from).
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RUN = {"python", "elixir", "sh"}
-NOT_CODE = {"", "text"}
+NOT_CODE = {"", "text", "promql"}
 DOCTEST = {"pycon", "iex"}
 
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
@@ -96,6 +97,40 @@ def blocks(path: Path) -> list[Block]:
             pending = {}  # a directive belongs to the block right after it
         i += 1
     return out
+
+
+_LIST_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s")
+
+
+def indented_blocks(path: Path) -> list[int]:
+    """Lines where ``path`` opens an indented (4-space) code block, which has no language.
+
+    Such a block is code nobody runs: the docs fence every block instead. A
+    line indented four spaces after a blank line counts unless the paragraph
+    before the blank is a list item or its continuation.
+    """
+    found = []
+    in_fence = False
+    last = ""  # the last non-blank line outside a fence
+    blank = False
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if _FENCE.match(line) or (in_fence and line.strip() == "```"):
+            in_fence = not in_fence
+            last, blank = line, False
+            continue
+        if in_fence:
+            continue
+        if not line.strip():
+            blank = True
+            continue
+        if (
+            blank
+            and line.startswith(("    ", "\t"))
+            and not (last.startswith((" ", "\t")) or _LIST_ITEM.match(last))
+        ):
+            found.append(n)
+        last, blank = line, False
+    return found
 
 
 def is_excerpt_of(code: str, source: str) -> bool:

@@ -1,19 +1,22 @@
 """The Elixir half as a dependency: a scratch mix project depends on the harness by path.
 
 What docs/elixir.md tells a user to write, done for real: a new mix project
-with `{:snakepit_py, path: ...}` in its deps (no hex), compiled, starting a
-pool of real Python workers from its own code and calling them.
+with the dependency tuples of docs/elixir.md's snippets in its deps (no hex;
+the path or URL made this repository's), compiled, starting a pool of real
+Python workers from its own code and calling them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
+from snippets import blocks
 
 pytestmark = [
     pytest.mark.beam,
@@ -67,6 +70,16 @@ def fail():
 """
 
 
+def _doc_dep(key: str) -> str:
+    """The `{:snakepit_py, ...}` tuple of the docs/elixir.md snippet that uses ``key``."""
+    for block in blocks(ROOT / "docs" / "elixir.md"):
+        found = re.search(r"\{:snakepit_py,[^{}]*\}", block.code)
+        if found and f"{key}:" in found.group(0):
+            assert block.directives.get("checked-by") == "tests/test_elixir_dep.py"
+            return found.group(0)
+    raise AssertionError(f"docs/elixir.md has no {key}: dependency")
+
+
 def _scratch_project(tmp_path, dep: str):
     app = tmp_path / "my_app"
     (app / "lib").mkdir(parents=True)
@@ -105,7 +118,8 @@ def _compile_and_call(app, env):
 def test_a_new_mix_project_depends_on_the_harness_by_path(tmp_path):
     # Given a new mix project whose only dependency is the harness, by path
     harness = ROOT / "elixir_harness"
-    app, env = _scratch_project(tmp_path, f'{{:snakepit_py, path: "{harness}"}}')
+    dep = re.sub(r'path: "[^"]*"', f'path: "{harness}"', _doc_dep("path"))
+    app, env = _scratch_project(tmp_path, dep)
     # When it compiles (the harness as a dep, then the app) and runs, then
     _compile_and_call(app, env)
 
@@ -117,7 +131,9 @@ def test_a_new_mix_project_depends_on_the_harness_by_git_sparse(tmp_path):
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    dep = f'{{:snakepit_py, git: "{url}", ref: "{head}", sparse: "elixir_harness"}}'
+    dep = re.sub(r'git: "[^"]*"', f'git: "{url}"', _doc_dep("git"))
+    dep = re.sub(r'tag: "[^"]*"', f'ref: "{head}"', dep)
+    assert 'sparse: "elixir_harness"' in dep
     app, env = _scratch_project(tmp_path, dep)
     env["PATH"] += ":" + os.path.dirname(shutil.which("git") or "/usr/bin/git")
     fetched = subprocess.run(

@@ -75,6 +75,25 @@ def test_list_words_reach_a_real_shell_as_plain_arguments(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_entrypoints_of_the_ray_md_snippet_are_checked_as_it_says() -> None:
+    # docs/ray.md's Ray Jobs snippet (its <!-- snippet: checked-by --> points here):
+    # two allowed forms and one refused, with the message it quotes
+    import re
+
+    from snippets import blocks
+
+    [block] = [b for b in blocks(ROOT / "docs" / "ray.md") if "submit_job" in b.code]
+    first, second, refused = re.findall(r"args: \[(.+?)\]\}\)", block.code)
+    jobs = JobsClient(None, ["python train.py"])
+    assert jobs.check(json.loads(first)) == "python train.py --lr 1e-3"
+    assert jobs.check(json.loads(second)) == "python train.py --lr 1e-3"
+    quoted = re.search(r'# message: "(.+?) \.\.\."', block.code, re.S)
+    assert quoted
+    with pytest.raises(EntrypointNotAllowed) as info:
+        jobs.check(json.loads(refused))
+    assert str(info.value).startswith(" ".join(quoted.group(1).replace("#", "").split()))
+
+
 def test_string_words_are_quoted_afresh() -> None:
     jobs = JobsClient(None, ["python train.py"])
     assert jobs.check("python train.py --name 'a b' \"c\"") == "python train.py --name 'a b' c"
