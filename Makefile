@@ -13,6 +13,7 @@ BUILD_WHEELS = .cache/build-wheels
 demo: setup-base bytecode elixir
 	cd elixir_harness && mix run ../examples/demo.exs
 	cd elixir_harness && mix run ../examples/elixir/beam_calls.exs
+	cd elixir_harness && mix run ../examples/elixir/http_service.exs
 
 test: setup bytecode elixir lint typecheck test-python test-elixir dialyzer
 
