@@ -108,18 +108,21 @@ defmodule Snakepit.TroubleshootingTest do
     assert_shown("Python is not found", shown(error))
   end
 
-  test "snakepit_py is not installed in that Python" do
-    system_python = System.find_executable("python3")
+  @tag :tmp_dir
+  test "snakepit_py is not installed in that Python", %{tmp_dir: dir} do
+    # a Python that sees no site-packages (-S) nor the environment (-I): as a
+    # python3 into which snakepit_py was never installed
+    python = Path.join(dir, "bare_python3")
+    File.write!(python, "#!/bin/sh\nexec #{System.find_executable("python3")} -I -S \"$@\"\n")
+    File.chmod!(python, 0o755)
 
-    {_, status} =
-      System.cmd(system_python, ["-c", "import snakepit_py"], stderr_to_stdout: true, cd: "/")
+    assert {_, status} =
+             System.cmd(python, ["-c", "import snakepit_py"], stderr_to_stdout: true, cd: "/")
 
-    if status == 0 do
-      IO.puts("skipped: #{system_python} has snakepit_py installed")
-    else
-      error = start_error(target: test_worker(), python: system_python, cd: "/")
-      assert_shown("snakepit_py is not installed in that Python", shown(error))
-    end
+    assert status != 0
+
+    error = start_error(target: test_worker(), python: python, cd: "/")
+    assert_shown("snakepit_py is not installed in that Python", shown(error))
   end
 
   test "the worker did not send :ready in time" do
