@@ -14,7 +14,7 @@ defmodule Snakepit.Pool.Waiting do
   @doc "Queues `call`, or refuses it `:overloaded` when `:max_queue` calls already wait."
   def enqueue(call, %{qlen: n, cfg: %{max_queue: max}} = state) when n >= max do
     details = %{queue_depth: n, max_queue: max}
-    msg = "the pool's queue is full (#{n} calls waiting, max_queue: #{max})"
+    msg = "the pool's queue is full (#{n} waiting, max_queue: #{max})"
     Call.reply(call, {:error, Error.new(:overloaded, msg, details: details)})
     Breakers.release(call.ref, %{state | shed: state.shed + 1})
   end
