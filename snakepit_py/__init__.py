@@ -22,6 +22,7 @@ from .errors import (
     ProtocolError,
     RegistryError,
     SnakepitError,
+    TransportError,
 )
 
 TYPE_CHECKING = False  # typing is not imported at run time
@@ -57,6 +58,7 @@ __all__ = [
     "CallError",
     "BeamCallError",
     "CallCancelled",
+    "TransportError",
     "__version__",
 ]
 
