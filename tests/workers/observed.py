@@ -36,6 +36,11 @@ def add(a: int, b: int) -> int:
 
 
 @snakepit.method
+def announce(name: str, data: object) -> None:
+    snakepit.publish(name, data)
+
+
+@snakepit.method
 def sleep_ms(ms: int) -> int:
     time.sleep(ms / 1000)
     return ms

@@ -50,6 +50,12 @@ defmodule Snakepit.Telemetry do
       `backoff` (the delay waited, native units). Metadata: `pool`, `worker`,
       `worker_id`, `reason` (the previous process's error kind).
 
+    * `[:snakepit, :worker, :event]` - Python code called
+      `snakepit.publish(name, data)` (any event but `"loaded_models"`,
+      which is `[:snakepit, :models, :changed]`). Measurements:
+      `system_time`. Metadata: `pool`, `worker`, `worker_id`, `name` (the
+      event's name, a binary), `data` (as Python sent it).
+
   ## Pools and models
 
     * `[:snakepit, :pool, :queue]` - a pool's queue changed. Measurements:

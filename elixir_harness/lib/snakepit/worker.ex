@@ -414,6 +414,17 @@ defmodule Snakepit.Worker do
     {:noreply, Health.notify_models(%{loaded_models: models}, state)}
   end
 
+  defp handle_frame({:event, event, data} = frame, state) do
+    Telemetry.execute(
+      [:snakepit, :worker, :event],
+      %{system_time: System.system_time()},
+      %{pool: state.pool, worker: self(), worker_id: name(state), name: event, data: data}
+    )
+
+    Notices.log(frame, name(state))
+    {:noreply, state}
+  end
+
   defp handle_frame(other, state) do
     Notices.log(other, name(state))
     {:noreply, state}

@@ -16,7 +16,7 @@ defmodule Snakepit.TelemetryTest do
   describe "call events" do
     test ":start and :stop carry durations, the outcome and the traceparent" do
       {:ok, _} = Snakepit.Pool.start_link(name: :tele_pool, target: @worker, size: 1)
-      on_exit(fn -> catch_exit(Snakepit.Pool.stop(:tele_pool)) end)
+      on_exit(fn -> quietly(fn -> Snakepit.Pool.stop(:tele_pool) end) end)
       tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
       assert {:ok, 3} = Snakepit.call(:tele_pool, %{method: "add", args: [1, 2]}, traceparent: tp)
@@ -33,6 +33,19 @@ defmodule Snakepit.TelemetryTest do
                Snakepit.call(:tele_pool, %{method: "boom"})
 
       assert_receive {:telemetry, [:snakepit, :call, :stop], _, %{outcome: :exception}}
+    end
+
+    test "snakepit.publish: a [:snakepit, :worker, :event] with its name and data" do
+      {:ok, w} = Snakepit.Worker.start_link(target: @worker, worker_id: "pub")
+      on_exit(fn -> quietly(fn -> Snakepit.Worker.stop(w) end) end)
+
+      assert {:ok, nil} =
+               Snakepit.Worker.call(w, %{method: "announce", args: ["progress", %{"done" => 3}]})
+
+      assert_receive {:telemetry, [:snakepit, :worker, :event], %{system_time: _},
+                      %{worker: ^w, worker_id: "pub", name: "progress", data: %{"done" => 3}}}
+
+      refute_received {:telemetry, [:snakepit, :worker, :event], _, %{name: "loaded_models"}}
     end
 
     test "a worker's crash: :exception for its calls, :crashed, :restarted, :ready" do
@@ -72,9 +85,9 @@ defmodule Snakepit.TelemetryTest do
   describe "Snakepit.Metrics" do
     test "serves pool and worker metrics over HTTP" do
       {:ok, _} = Snakepit.Pool.start_link(name: :metrics_pool, target: @worker, size: 1)
-      on_exit(fn -> catch_exit(Snakepit.Pool.stop(:metrics_pool)) end)
+      on_exit(fn -> quietly(fn -> Snakepit.Pool.stop(:metrics_pool) end) end)
       {:ok, m} = Snakepit.Metrics.start_link(port: 0)
-      on_exit(fn -> catch_exit(GenServer.stop(m)) end)
+      on_exit(fn -> quietly(fn -> GenServer.stop(m) end) end)
 
       for _ <- 1..3, do: {:ok, _} = Snakepit.call(:metrics_pool, %{method: "add", args: [1, 2]})
       [w] = Snakepit.Pool.workers(:metrics_pool)
@@ -94,5 +107,12 @@ defmodule Snakepit.TelemetryTest do
       {:ok, {{_, 404, _}, _, _}} =
         :httpc.request(:get, {~c"http://127.0.0.1:#{Snakepit.Metrics.port()}/x", []}, [], [])
     end
+  end
+
+  # Stops what a test started, if it is still running (a linked one may be gone).
+  defp quietly(stop) do
+    stop.()
+  catch
+    :exit, _ -> :ok
   end
 end
