@@ -17,10 +17,13 @@ defmodule Snakepit.Worker do
   `:cancelled` and the process is killed and replaced.
 
   Pools start workers for you; start one yourself when you want to talk to a
-  single Python process:
+  single Python process (run from `elixir_harness/`):
 
-      {:ok, w} = Snakepit.Worker.start_link(target: "worker.py")
-      {:ok, 3} = Snakepit.Worker.call(w, %{method: "add", args: [1, 2]})
+      iex> {:ok, w} = Snakepit.Worker.start_link(target: "../examples/hello_worker.py")
+      iex> Snakepit.Worker.call(w, %{method: "add", args: [1, 2]})
+      {:ok, 3}
+      iex> Snakepit.Worker.stop(w)
+      :ok
 
   ## Options
 

@@ -10,4 +10,5 @@ defmodule Snakepit.DoctestTest do
   doctest Snakepit.Pool
   doctest Snakepit.Stream
   doctest Snakepit.Tensor
+  doctest Snakepit.Worker
 end
