@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import _thread
 import itertools
+import struct
 import time
 
 from ._context import call_var
-from .codec import Atom
+from .codec import Atom, etf
+from .codec._etf_decode import DECODERS
+from .codec._limits import DEFAULT_MAX_DEPTH
 from .errors import BeamCallError, CallCancelled
+
+_monotonic = time.monotonic
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
     from ._context import CallContext
 
@@ -82,6 +87,84 @@ def _resolve(future: asyncio.Future[Any], outcome: tuple[Any, Any]) -> None:
         future.set_result(outcome)
 
 
+# --- the two frames of every beam call on a short road (ETF) --------------------------------
+#
+# ``{:beam_call, ref, name, args, opts}`` is written from parts encoded once (the
+# head, the name, the opts' keys) and the args encoded by the codec's C encoder
+# (through ``encode_ok``, whose fixed head is cut off): the same bytes as
+# ``etf.encode(term)`` (a test holds it to that), without encoding the envelope
+# term by term in Python. ``{:beam_reply, ref, {:ok | :error, value}}`` is read
+# from the bytes: its head compared, the ref and the outcome's atom read in
+# place, only the value decoded. Anything else (an odd ref, another atom
+# encoding, bad bytes) is left to the general road, which says what is wrong.
+
+_CALL_HEAD = b"\x83h\x05" + etf.encode(BEAM_CALL)[1:]
+_SMALL_INTS = [bytes((97, i)) for i in range(256)]
+_NIL = etf.encode(None)[1:]
+_OPTS_ID = b"t\x00\x00\x00\x01" + etf.encode(_CALL_ID)[1:]
+_OPTS_ID_TIMEOUT = b"t\x00\x00\x00\x02" + etf.encode(_CALL_ID)[1:]
+_TIMEOUT_KEY = etf.encode(_TIMEOUT_MS)[1:]
+# (encode_ok is a codec hook, not in etf's __all__; the C one when the accelerator is built)
+_encode_ok: Callable[[int, Any], bytes] = etf.encode_ok  # type: ignore[attr-defined]
+_ARGS_AT = len(_encode_ok(0, [])) - 1  # where encode_ok(0, args) has the args
+_pack_i32 = struct.Struct(">Bi").pack
+_I32 = 2**31  # INTEGER_EXT holds up to 2**31 - 1
+
+
+def _int(n: int) -> bytes:
+    """``etf.encode(n)`` without its version byte."""
+    if type(n) is int:
+        if 0 <= n < 256:
+            return _SMALL_INTS[n]
+        if -2147483648 <= n <= 2147483647:
+            return _pack_i32(98, n)  # INTEGER_EXT
+    return etf.encode(n)[1:]
+
+
+# term_to_binary's head of {:beam_reply, ...}: OTP 25 writes atoms as ATOM_EXT, OTP 26
+# as SMALL_ATOM_UTF8_EXT; then the ref, and the outcome tuple's head with its atom.
+_REPLY_HEAD_25 = b"\x83h\x03d\x00\nbeam_reply"
+_REPLY_HEAD_26 = b"\x83h\x03w\nbeam_reply"
+_OUTCOME_HEADS = {
+    b"h\x02d\x00\x02ok": True, b"h\x02w\x02ok": True,
+    b"h\x02d\x00\x05error": False, b"h\x02w\x05error": False,
+}  # fmt: skip
+_VALUE_DEPTH = DEFAULT_MAX_DEPTH - 2  # the two tuples take two levels
+
+
+def reply_fields(frame: bytes) -> tuple[int, bool, Any] | None:
+    """``(ref, ok, value)`` of a well-formed ETF ``{:beam_reply, ...}`` frame, else None."""
+    if frame[:16] == _REPLY_HEAD_25:
+        pos = 16
+    elif frame[:15] == _REPLY_HEAD_26:
+        pos = 15
+    else:
+        return None
+    try:
+        tag = frame[pos]
+        if tag == 97:  # SMALL_INTEGER_EXT
+            ref = frame[pos + 1]
+            pos += 2
+        elif tag == 98 and frame[pos + 1] < 128:  # INTEGER_EXT (negative: the general road)
+            ref = int.from_bytes(frame[pos + 1 : pos + 5], "big")
+            pos += 5
+        else:
+            return None
+        # {:ok, _} or {:error, _}: the tuple head and the atom, 6 to 10 bytes
+        if frame[pos + 2] == 100:  # ATOM_EXT
+            size = 5 + frame[pos + 4]
+        else:
+            size = 4 + frame[pos + 3]
+        ok = _OUTCOME_HEADS.get(frame[pos : pos + size])
+        if ok is None:
+            return None
+        pos += size
+        value, end = DECODERS[frame[pos]](frame, pos, _VALUE_DEPTH)
+    except Exception:  # the general road says what is wrong with these bytes
+        return None
+    return (ref, ok, value) if end == len(frame) else None
+
+
 def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
     """The ``timeout_ms`` to send: the timeout given, cut to the enclosing call's deadline."""
     ms = None
@@ -93,9 +176,15 @@ def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
         ms = timeout * 1000.0
     deadline = ctx.deadline if ctx is not None else None
     if deadline is not None:
-        left = (deadline - time.monotonic()) * 1000.0
-        ms = left if ms is None else min(ms, left)
-    return None if ms is None else max(1, int(-(-ms // 1)))
+        left = (deadline - _monotonic()) * 1000.0
+        if ms is None or left < ms:
+            ms = left
+    if ms is None:
+        return None
+    whole = int(ms)  # rounded up, at least 1
+    if whole < ms:
+        whole += 1
+    return whole if whole > 1 else 1
 
 
 class BeamCalls:
@@ -124,6 +213,14 @@ class BeamCalls:
         self._pending: dict[int, _Waiter] = {}
         self._refs = itertools.count()
         self._closed: str | None = None
+        # The short road for {:beam_call}: when ``send`` is a dispatcher's over the
+        # ETF codec (``send(term)`` is ``write(encode(term))``), ``_begin`` makes
+        # the frame from its parts and hands it to the same ``write``; else ``send``.
+        owner = getattr(send, "__self__", None)
+        write = getattr(owner, "_write", None)
+        etf_road = getattr(owner, "encode", None) is etf.encode and callable(write)
+        self._write = write if etf_road else None
+        self._heads: dict[str, bytes] = {}  # name -> its encoding
 
     # --- what the supervisor says ---------------------------------------------------------
 
@@ -132,6 +229,33 @@ class BeamCalls:
         with self._lock:
             self._names = frozenset(names)
             self._order = list(dict.fromkeys(names))
+
+    def reply_frame(self, frame: bytes) -> bool:
+        """A ``{:beam_reply}`` frame settled here on the short road; False: not one it reads.
+
+        (ETF only: the transport calls it only with that codec.) A frame that is
+        not a well-formed beam reply is left to the general road.
+        """
+        fields = reply_fields(frame)
+        if fields is None:
+            return False
+        ref, ok, value = fields
+        lock = self._lock
+        lock.acquire()  # (acquire/release: half the cost of `with`, on every reply)
+        waiter = self._pending.pop(ref, None)
+        if waiter is not None:
+            waiter.outcome = outcome = (ok, value)
+        lock.release()
+        if waiter is not None:
+            wake = waiter.lock
+            if wake is None:
+                waiter.wake(outcome)
+            else:
+                try:
+                    wake.release()
+                except RuntimeError:  # woken already
+                    pass
+        return True
 
     def reply(self, ref: int, outcome: tuple[Any, Any]) -> None:
         """``{:beam_reply, ref, outcome}``: settle the waiter; an unknown ref is ignored."""
@@ -178,6 +302,8 @@ class BeamCalls:
         finally:
             if ctx is not None:
                 ctx.beam_wait_end(waiter, token)
+        if outcome[0] is True and (ctx is None or ctx.cancel_reason is None):
+            return outcome[1]  # (the common case of _result)
         return self._result(name, timeout, ctx, outcome, got)
 
     async def acall(self, name: str, args: tuple[Any, ...], timeout: float | None) -> Any:
@@ -215,24 +341,45 @@ class BeamCalls:
     ) -> int:
         """Check the name, register the waiter and send ``{:beam_call, ...}``; returns the ref."""
         names = self._names
-        if names is None:
-            why = self._closed or NOT_SERVED
-            raise BeamCallError(
-                "unknown_function", "UnknownFunction", f"{why}: cannot call {name!r}"
-            )
-        if type(name) is not str or name not in names:
-            served = ", ".join(self._order) or "(none)"
-            raise BeamCallError(
-                "unknown_function", "UnknownFunction",
-                f"the BEAM serves no function {name!r}; it serves: {served}",
-            )  # fmt: skip
+        if names is None or type(name) is not str or name not in names:
+            self._refuse(name)
         ctx = waiter.ctx
-        opts: dict[Any, Any] = {_CALL_ID: ctx.id if ctx is not None else None}
+        call_id = ctx.id if ctx is not None else None
         ms = _timeout_ms(timeout, ctx)
-        if ms is not None:
-            opts[_TIMEOUT_MS] = ms
         ref = next(self._refs)
         waiter.ref = ref
+        write = self._write
+        if write is not None:
+            head = self._heads.get(name)
+            if head is None:
+                head = self._heads[name] = etf.encode(name)[1:]
+            # (_int inline for the refs, call ids and timeouts of every day)
+            frame = b"".join((
+                _CALL_HEAD,
+                _SMALL_INTS[ref] if ref < 256 else _pack_i32(98, ref) if ref < _I32 else _int(ref),
+                head,
+                _encode_ok(0, list(args))[_ARGS_AT:],  # EncodeError: nothing is sent
+                _OPTS_ID if ms is None else _OPTS_ID_TIMEOUT,
+                _NIL if call_id is None else _int(call_id),
+                b"" if ms is None else _TIMEOUT_KEY + (
+                    _pack_i32(98, ms) if 255 < ms < _I32 else _int(ms)),
+            ))  # fmt: skip
+            lock = self._lock
+            lock.acquire()
+            self._pending[ref] = waiter
+            lock.release()
+            try:
+                write(frame)
+            except OSError:  # as ``send``: the peer is gone, end of input follows
+                pass
+            except BaseException:
+                with self._lock:
+                    self._pending.pop(ref, None)
+                raise
+            return ref
+        opts: dict[Any, Any] = {_CALL_ID: call_id}
+        if ms is not None:
+            opts[_TIMEOUT_MS] = ms
         with self._lock:
             self._pending[ref] = waiter
         try:
@@ -243,8 +390,25 @@ class BeamCalls:
             raise
         return ref
 
+    def _refuse(self, name: Any) -> NoReturn:
+        """``name`` cannot be called: none are served, or not this one."""
+        names = self._names
+        if names is None:
+            why = self._closed or NOT_SERVED
+            raise BeamCallError(
+                "unknown_function", "UnknownFunction", f"{why}: cannot call {name!r}"
+            )
+        served = ", ".join(self._order) or "(none)"
+        raise BeamCallError(
+            "unknown_function", "UnknownFunction",
+            f"the BEAM serves no function {name!r}; it serves: {served}",
+        )  # fmt: skip
+
     def _settle(self, waiter: _Waiter, ref: int) -> tuple[Any, Any]:
         """After the wait: the reply, or ``_WOKEN`` (then ``{:beam_cancel, ref}`` was sent)."""
+        outcome = waiter.outcome
+        if outcome is not None:  # (set once, under the lock, by whoever took the ref)
+            return outcome
         with self._lock:
             outcome = waiter.outcome
             if outcome is None:

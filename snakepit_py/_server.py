@@ -86,15 +86,14 @@ def _abort(dispatcher: Dispatcher) -> None:
     dispatcher.abort()
 
 
-def _runs_sync_call_here() -> bool:
-    """Whether this thread is running a sync call (not a thread of the user's own)."""
-    ctx = call_var.get()
-    return ctx is not None and not ctx.spec.is_async and ctx.runs_here()
-
-
 def _general_road(_frame: bytes) -> None:
     """No envelope shortcut: every frame is decoded whole."""
     return None
+
+
+def _no_beam_road(_frame: bytes) -> bool:
+    """No beam reply shortcut: every frame is decoded whole."""
+    return False
 
 
 class _Readers:
@@ -122,6 +121,13 @@ class _Readers:
         # A plain call envelope's fields straight from the bytes (None: the general
         # road); `serve` sets the codec's.
         self.call_fields: Callable[[bytes], Any] = _general_road
+        # (1.1) A {:beam_reply} frame settled from its bytes (True), or left to the
+        # general road; `serve` sets the ETF codec's (beam_reply_etf).
+        self.beam_reply: Callable[[bytes], bool] = _no_beam_road
+        self._reply_frame: Callable[[bytes], bool] | None = None
+        # The lock of a beam wait of the one sync thread while another thread
+        # reads: the reader that releases it hands the reading role back.
+        self._give_back: Any = None
         self.dispatcher = dispatcher
         self._state = _thread.allocate_lock()
         self._vacant = False
@@ -218,12 +224,26 @@ class _Readers:
         it takes the role back and reads the frames itself until the reply
         comes: no hand-over to the sentinel and back, two thread switches that
         were about half of a beam call's time in Python. Whatever else it
-        reads is handled as the reading role always handles it. Otherwise (more
-        threads, the role held already, a thread of the user's own) the
-        sentinel is hurried to read, and the thread just waits.
+        reads is handled as the reading role always handles it. If the sentinel
+        took the role over while the call ran, the thread waits, and the reader
+        that wakes it hands the role back (``_hand_back``): one hand-over, not
+        one per beam call for the rest of the call. Otherwise (more threads, a
+        thread of the user's own) the sentinel is hurried to read, and the
+        thread just waits.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._threads == 1 and self._vacant and _runs_sync_call_here():
+        ctx = call_var.get() if self._threads == 1 else None
+        if ctx is not None and not self._vacant and not ctx.spec.is_async and ctx.runs_here():
+            # The sentinel took the role over while this call ran (it lasted, or the
+            # machine was busy): the reader that wakes this wait hands the role back
+            # (_lead), so the next wait reads for itself again.
+            self._give_back = lock
+            try:
+                return lock.acquire(True, -1 if timeout is None else timeout)
+            finally:
+                if self._give_back is lock:
+                    self._give_back = None
+        if ctx is not None and not ctx.spec.is_async and ctx.runs_here():
             state = self._state
             state.acquire()
             take = self._vacant and not self._eof
@@ -231,8 +251,10 @@ class _Readers:
                 self._vacant = False  # (the role is this thread's again)
             state.release()
             if take:
-                # The call lasts: its deadline must be timed, as a takeover would.
-                self.dispatcher.arm_deadlines()
+                # The call lasts: its deadline must be timed, as a takeover would
+                # (with one sync thread the only call run in place is this one).
+                if ctx.serial and not ctx.armed:
+                    self.dispatcher.arm_deadlines()
                 try:
                     return self._read_until(lock, deadline)
                 finally:
@@ -247,6 +269,7 @@ class _Readers:
         return lock.acquire(True, -1 if timeout is None else timeout)
 
     _WAIT_PERIOD = 0.005  # how often a thread reading for its reply looks whether it was woken
+    # (and _read_until's poll waits 5 ms, the same period in whole milliseconds)
 
     def _read_until(self, lock: Any, deadline: float | None) -> bool:
         """Read and handle frames, holding the reading role, until ``lock`` can be taken.
@@ -258,16 +281,20 @@ class _Readers:
 
             self._poll = select.poll()
             self._poll.register(self.reader.fd, select.POLLIN)
-        poll, reader = self._poll.poll, self.reader
+        poll, reader, period = self._poll.poll, self.reader, self._WAIT_PERIOD
+        beam_reply = self.beam_reply
+        if self._reply_frame is not None:  # (beam_reply_etf's, without it in between)
+            beam_reply = self._reply_frame
         while not lock.acquire(False):
-            wait = self._WAIT_PERIOD
+            wait_ms = 5  # (period, in poll's whole milliseconds)
             if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
+                wait = min(period, deadline - time.monotonic())
                 if wait < 0.001:  # (poll counts whole milliseconds: the rest on the lock)
                     return wait > 0 and lock.acquire(True, wait)
+                wait_ms = int(wait * 1000)
             # A frame already read ahead, or one to read; else look at the lock again
             # (a cancel or a deadline, from another thread, wakes the wait too).
-            if not reader.has_buffered() and not poll(int(wait * 1000)):
+            if not reader.has_buffered() and not poll(wait_ms):
                 continue
             try:
                 frame = reader.read()
@@ -281,9 +308,46 @@ class _Readers:
                 _thread.start_new_thread(_with_thread_hooks, (_abort, self.dispatcher))
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 return lock.acquire(True, -1 if left is None else left)
+            try:
+                if beam_reply(frame):  # (the reply waited for, mostly: first)
+                    continue
+            except Exception as exc:  # a bug here must never stop the reading
+                self._refuse_frame(frame, exc)
+                continue
             ctx = self._handle_frame(frame)
             if ctx is not None:  # (not with one sync thread, whose slot this call holds)
                 self.dispatcher.run_sync(ctx)
+        return True
+
+    def beam_reply_etf(self, frame: bytes) -> bool:
+        """An ETF ``{:beam_reply}`` settled on its short road (``BeamCalls.reply_frame``)."""
+        reply_frame = self._reply_frame
+        if reply_frame is None:  # (the dispatcher makes its BeamCalls once, on first use)
+            beam = self.dispatcher.beam_calls(False)
+            if beam is None:
+                return False
+            reply_frame = self._reply_frame = beam.reply_frame
+        return reply_frame(frame)
+
+    def _hand_back(self) -> bool:
+        """The sync call waiting for a beam reply was woken: the reading role is its again.
+
+        Leaves the role vacant, as when that call started (the sentinel watches
+        it meanwhile); that call's next beam wait then reads for itself. True:
+        this thread stands by.
+        """
+        waiting = self._give_back
+        if waiting is None or waiting.locked():  # (not woken yet: keep reading)
+            return False
+        state = self._state
+        state.acquire()
+        self._give_back = None
+        self._vacant = True
+        self._serial += 1
+        if self._asleep:
+            self._asleep = False
+            self._wake.release()
+        state.release()
         return True
 
     def _handle_frame(self, frame: bytes) -> CallContext | None:
@@ -292,6 +356,8 @@ class _Readers:
             call = self.call_fields(frame)
             if call is not None:
                 return self.dispatcher.accept_call(*call)
+            if self.beam_reply(frame):
+                return None
             return self.dispatcher.handle(self.decode(frame))
         except Exception as exc:  # a bug here must never stop the reading
             self._refuse_frame(frame, exc)
@@ -323,6 +389,7 @@ class _Readers:
         # (the C codec reads its fields straight from the bytes); None for
         # anything else, which then takes the general road.
         fields, accept = self.call_fields, self.dispatcher.accept_call
+        beam_reply = self.beam_reply
         while True:
             try:
                 frame = read()
@@ -342,6 +409,10 @@ class _Readers:
             try:
                 if call is not None:
                     ctx = accept(*call)
+                elif beam_reply(frame):
+                    if self._give_back is not None and self._hand_back():
+                        return True
+                    continue
                 else:
                     ctx = handle(decode(frame))
             except Exception as exc:  # a bug here must never stop the reading
@@ -463,6 +534,8 @@ def serve(load: Callable[[], Registry], opts: WorkerOptions) -> NoReturn:
     reader = FrameReader(fd_in, opts.max_frame)
     readers = _Readers(reader, codec.decode_message, dispatcher, codec.peek_call_id)
     readers.call_fields = codec.call_fields
+    if opts.codec == "etf":
+        readers.beam_reply = readers.beam_reply_etf
     dispatcher.on_beam_wait = readers.wait_reply  # (1.1) a beam call's reply is read at once
     set_up = _AfterReady(dispatcher)
     if _lifecycle.c_controls() is not None:

@@ -36,11 +36,18 @@ if TYPE_CHECKING:
 
 __all__ = ["call", "acall", "functions"]
 
+# _dispatcher.beam_calls, imported on first use (an import statement on every
+# call costs more than the rest of the Python side of a beam call's setup).
+_beam_calls: Any = None
+
 
 def _endpoint() -> Any:
-    from ._dispatcher import beam_calls
+    global _beam_calls
+    if _beam_calls is None:
+        from ._dispatcher import beam_calls
 
-    beam = beam_calls()
+        _beam_calls = beam_calls
+    beam = _beam_calls()
     if beam is None:
         raise BeamCallError(
             "unknown_function", "UnknownFunction", f"{NOT_SERVED} (this process is not a worker)"

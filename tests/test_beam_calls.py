@@ -17,7 +17,9 @@ import pytest
 from conftest import ROOT, worker_path
 
 import snakepit_py as snakepit
+from snakepit_py import _beam
 from snakepit_py._health import peer_minor
+from snakepit_py.codec import etf
 from snakepit_py.errors import BeamCallError, CallError
 from snakepit_py.testing import FakeSupervisor, GrpcSupervisor
 
@@ -108,6 +110,13 @@ def test_every_way_of_calling(sup):
 
 def test_1000_concurrent_beam_calls_from_async_code(sup):
     assert sup.call("amany", "double", 1000) == [2 * i for i in range(1000)]
+
+
+def test_a_method_that_outlasts_the_sentinels_period_gets_every_reply(sup):
+    # The sentinel takes the reading role over during the sleep; the first reply,
+    # read by it, hands the role back, and the next waits read for themselves.
+    assert sup.call("sleep_then_ask", "double", 0.05, 50) == [2 * i for i in range(50)]
+    assert sup.call("ask", "double", 3) == 6
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -329,6 +338,95 @@ def test_a_malformed_beam_frame_is_a_bad_request(sup, term):
     error = sup.orphan_errors.get(timeout=10)
     assert error["kind"] == "bad_request"
     assert sup.call("ask", "double", 2) == 4  # the announced list is unchanged
+
+
+# --- the short roads (ETF): the frames of every beam call, made and read from bytes -------
+
+
+class _Owner:
+    """What BeamCalls looks for behind ``send``: the codec's ``encode`` and a ``_write``."""
+
+    encode = staticmethod(etf.encode)
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self._write = self.frames.append
+
+    def send(self, term) -> None:
+        self._write(self.encode(term))
+
+
+@pytest.mark.parametrize("ref", [0, 255, 256, 2**31 - 1, 2**31, 2**70])
+@pytest.mark.parametrize("call_id", [None, 7, 300, 2**40])
+@pytest.mark.parametrize("timeout", [None, 0.0001, 2.5, 10**7])
+def test_a_beam_call_frame_is_the_codecs_encoding(ref, call_id, timeout):
+    owner = _Owner()
+    beam = _beam.BeamCalls(owner.send)
+    beam.announce(["f"])
+    assert beam._write is not None  # the short road is taken
+    beam._refs = iter([ref])
+    ctx = type("Ctx", (), {"id": call_id, "deadline": None})() if call_id is not None else None
+    args = (1, -5, 2**64, 1.5, "é", b"\x00", [1, [2]], {"k": (3,)}, None, True, snakepit.Atom("a"))
+    beam._begin("f", args, timeout, _beam._Waiter(ctx))
+    opts = {snakepit.Atom("call_id"): call_id}
+    if timeout is not None:
+        opts[snakepit.Atom("timeout_ms")] = _beam._timeout_ms(timeout, None)
+    term = (snakepit.Atom("beam_call"), ref, "f", list(args), opts)
+    assert owner.frames == [etf.encode(term)]
+
+
+def test_a_beam_call_argument_the_codec_cannot_carry_sends_nothing():
+    owner = _Owner()
+    beam = _beam.BeamCalls(owner.send)
+    beam.announce(["f"])
+    with pytest.raises(snakepit.EncodeError):
+        beam._begin("f", (object(),), None, _beam._Waiter(None))
+    assert owner.frames == [] and beam._pending == {}
+
+
+def _reply_heads(term) -> list[bytes]:
+    """``term``'s encoding as OTP 26 writes it (SMALL_ATOM_UTF8_EXT) and as OTP 25 does."""
+    new = etf.encode(term)
+    old = new
+    for name in ("beam_reply", "ok", "error"):
+        raw = name.encode()
+        old = old.replace(bytes((119, len(raw))) + raw, bytes((100, 0, len(raw))) + raw)
+    return [new, old]
+
+
+@pytest.mark.parametrize("ref", [0, 255, 256, 2**31 - 1])
+@pytest.mark.parametrize("outcome", ["ok", "error"])
+@pytest.mark.parametrize("value", [7, None, [1, "x", 2.5], {"user": {"id": 2**40}}])
+def test_a_beam_reply_is_read_from_its_bytes_as_the_codec_reads_it(ref, outcome, value):
+    term = (snakepit.Atom("beam_reply"), ref, (snakepit.Atom(outcome), value))
+    for frame in _reply_heads(term):
+        assert etf.decode(frame) == term
+        assert _beam.reply_fields(frame) == (ref, outcome == "ok", value)
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        ("beam_reply", -1, ("ok", 1)),  # a negative ref: the general road refuses it
+        ("beam_reply", 2**31, ("ok", 1)),  # a big ref: the general road
+        ("beam_reply", 1, ("maybe", 1)),
+        ("beam_reply", 1, ("ok", 1, 2)),
+        ("beam_reply", 1, "ok"),
+        ("beam_reply", 1),
+        ("call", 1, ("ok", 1)),
+    ],
+)
+def test_anything_else_is_left_to_the_general_road(term):
+    atoms = tuple(snakepit.Atom(t) if isinstance(t, str) else t for t in term)
+    atoms = tuple(
+        tuple(snakepit.Atom(v) if isinstance(v, str) else v for v in t) if type(t) is tuple else t
+        for t in atoms
+    )
+    for frame in _reply_heads(atoms):
+        assert _beam.reply_fields(frame) is None
+    good = _reply_heads((snakepit.Atom("beam_reply"), 1, (snakepit.Atom("ok"), [1, 2])))[1]
+    for bad in (good[:-1], good + b"\x00", good[:18]):  # truncated, trailing bytes
+        assert _beam.reply_fields(bad) is None
 
 
 def test_a_reply_for_an_unknown_ref_is_ignored(sup):

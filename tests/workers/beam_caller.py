@@ -155,6 +155,13 @@ def bench(name: str, n: int) -> list:
 
 
 @snakepit.method
+def sleep_then_ask(name: str, seconds: float, n: int) -> list:
+    """Lasts past the sentinel's period first (it takes the reading role over), then asks."""
+    time.sleep(seconds)
+    return [snakepit.beam.call(name, i) for i in range(n)]
+
+
+@snakepit.method
 def ask_unannounced(name: str) -> dict:
     """Test only: sends a name the supervisor did not announce (the runtime never does)."""
     from snakepit_py._dispatcher import beam_calls

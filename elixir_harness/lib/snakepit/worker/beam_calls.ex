@@ -123,7 +123,13 @@ defmodule Snakepit.Worker.BeamCalls do
     }
 
     {:ok, pid} =
-      Task.Supervisor.start_child(state.beam_sup, fn -> execute(worker, port, fun, args, meta) end)
+      Task.Supervisor.start_child(state.beam_sup, __MODULE__, :execute, [
+        worker,
+        port,
+        fun,
+        args,
+        meta
+      ])
 
     mon = Process.monitor(pid)
 
@@ -149,11 +155,11 @@ defmodule Snakepit.Worker.BeamCalls do
   @doc false
   def execute(worker, port, fun, args, meta) do
     Process.put(:"$snakepit_beam_call", meta)
+    # (a new process has no Logger metadata: set, not merged; a nil call_id is left out)
+    logger_meta = %{snakepit_worker: meta.worker_id, beam_function: meta.function}
 
-    Logger.metadata(
-      snakepit_worker: meta.worker_id,
-      call_id: meta.call_id,
-      beam_function: meta.function
+    :logger.set_process_metadata(
+      if meta.call_id == nil, do: logger_meta, else: Map.put(logger_meta, :call_id, meta.call_id)
     )
 
     outcome =
