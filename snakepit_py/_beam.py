@@ -51,21 +51,23 @@ _WOKEN = ("woken", None)
 class _Waiter:
     """One beam call waiting for its reply: a lock for a thread, or a future for a task."""
 
-    __slots__ = ("ref", "ctx", "holds_slot", "lock", "future", "loop", "outcome")
+    # (class defaults, not __slots__: one is made per beam call, and each
+    # attribute left at its default is one store less)
+    ref = -1
+    holds_slot = False  # set by CallContext.beam_wait_begin
+    lock: _thread.LockType | None = None
+    future: Any = None
+    loop: Any = None
+    outcome: tuple[Any, Any] | None = None
 
     def __init__(self, ctx: CallContext | None, future: Any = None, loop: Any = None) -> None:
-        self.ref = -1
         self.ctx = ctx
-        self.holds_slot = False  # set by CallContext.beam_wait_begin
-        self.future = future
-        self.loop = loop
-        self.outcome: tuple[Any, Any] | None = None
-        self.lock: _thread.LockType | None
         if future is None:
-            self.lock = _thread.allocate_lock()
-            self.lock.acquire()
+            lock = self.lock = _thread.allocate_lock()
+            lock.acquire()
         else:
-            self.lock = None
+            self.future = future
+            self.loop = loop
 
     def wake(self, outcome: tuple[Any, Any] = _WOKEN) -> None:
         """Let the waiter go (any thread; never blocks). A second wake does nothing."""
@@ -108,6 +110,7 @@ _TIMEOUT_KEY = etf.encode(_TIMEOUT_MS)[1:]
 _encode_ok: Callable[[int, Any], bytes] = etf.encode_ok  # type: ignore[attr-defined]
 _ARGS_AT = len(_encode_ok(0, [])) - 1  # where encode_ok(0, args) has the args
 _pack_i32 = struct.Struct(">Bi").pack
+_i32 = struct.Struct(">i").unpack_from
 _I32 = 2**31  # INTEGER_EXT holds up to 2**31 - 1
 
 
@@ -145,8 +148,10 @@ def reply_fields(frame: bytes) -> tuple[int, bool, Any] | None:
         if tag == 97:  # SMALL_INTEGER_EXT
             ref = frame[pos + 1]
             pos += 2
-        elif tag == 98 and frame[pos + 1] < 128:  # INTEGER_EXT (negative: the general road)
-            ref = int.from_bytes(frame[pos + 1 : pos + 5], "big")
+        elif tag == 98:  # INTEGER_EXT
+            ref = _i32(frame, pos + 1)[0]
+            if ref < 0:  # (the general road refuses it)
+                return None
             pos += 5
         else:
             return None
@@ -167,20 +172,21 @@ def reply_fields(frame: bytes) -> tuple[int, bool, Any] | None:
 
 def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
     """The ``timeout_ms`` to send: the timeout given, cut to the enclosing call's deadline."""
-    ms = None
-    if timeout is not None:
+    deadline = None if ctx is None else ctx.deadline
+    if timeout is None:
+        if deadline is None:
+            return None
+        ms = (deadline - _monotonic()) * 1000.0
+    else:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(
                 f"timeout must be a positive number of seconds or None, got: {timeout!r}"
             )
         ms = timeout * 1000.0
-    deadline = ctx.deadline if ctx is not None else None
-    if deadline is not None:
-        left = (deadline - _monotonic()) * 1000.0
-        if ms is None or left < ms:
-            ms = left
-    if ms is None:
-        return None
+        if deadline is not None:
+            left = (deadline - _monotonic()) * 1000.0
+            if left < ms:
+                ms = left
     whole = int(ms)  # rounded up, at least 1
     if whole < ms:
         whole += 1
@@ -298,7 +304,9 @@ class BeamCalls:
                 got = wait(waiter.lock, timeout)
             else:
                 got = waiter.lock.acquire(True, -1 if timeout is None else timeout)  # type: ignore[union-attr]
-            outcome = self._settle(waiter, ref)
+            outcome = waiter.outcome  # (set before the wake, under the lock)
+            if outcome is None:
+                outcome = self._settle(waiter, ref)
         finally:
             if ctx is not None:
                 ctx.beam_wait_end(waiter, token)
@@ -360,7 +368,8 @@ class BeamCalls:
                 head,
                 _encode_ok(0, list(args))[_ARGS_AT:],  # EncodeError: nothing is sent
                 _OPTS_ID if ms is None else _OPTS_ID_TIMEOUT,
-                _NIL if call_id is None else _int(call_id),
+                _NIL if call_id is None else _pack_i32(98, call_id)
+                if type(call_id) is int and 255 < call_id < _I32 else _int(call_id),
                 b"" if ms is None else _TIMEOUT_KEY + (
                     _pack_i32(98, ms) if 255 < ms < _I32 else _int(ms)),
             ))  # fmt: skip

@@ -233,17 +233,17 @@ class _Readers:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = call_var.get() if self._threads == 1 else None
-        if ctx is not None and not self._vacant and not ctx.spec.is_async and ctx.runs_here():
-            # The sentinel took the role over while this call ran (it lasted, or the
-            # machine was busy): the reader that wakes this wait hands the role back
-            # (_lead), so the next wait reads for itself again.
-            self._give_back = lock
-            try:
-                return lock.acquire(True, -1 if timeout is None else timeout)
-            finally:
-                if self._give_back is lock:
-                    self._give_back = None
         if ctx is not None and not ctx.spec.is_async and ctx.runs_here():
+            if not self._vacant:
+                # The sentinel took the role over while this call ran (it lasted, or
+                # the machine was busy): the reader that wakes this wait hands the
+                # role back (_lead), so the next wait reads for itself again.
+                self._give_back = lock
+                try:
+                    return lock.acquire(True, -1 if timeout is None else timeout)
+                finally:
+                    if self._give_back is lock:
+                        self._give_back = None
             state = self._state
             state.acquire()
             take = self._vacant and not self._eof
