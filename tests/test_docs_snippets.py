@@ -34,7 +34,6 @@ def _env(scratch: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     env["SNAKEPIT_PYTHON"] = sys.executable
-    env["HOME"] = env.get("HOME", str(scratch))
     env.pop("PYTEST_ADDOPTS", None)
     return env
 
