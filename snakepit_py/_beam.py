@@ -99,6 +99,9 @@ def _resolve(future: asyncio.Future[Any], outcome: tuple[Any, Any]) -> None:
 # from the bytes: its head compared, the ref and the outcome's atom read in
 # place, only the value decoded. Anything else (an odd ref, another atom
 # encoding, bad bytes) is left to the general road, which says what is wrong.
+# Both are done in C when the codec's accelerator is built (``etf.beam_call_frame``,
+# ``etf.beam_reply_fields``: whatever they leave, None, takes the Python road
+# here, so the answer is the same either way; the tests hold both to the codec).
 
 _CALL_HEAD = b"\x83h\x05" + etf.encode(BEAM_CALL)[1:]
 _SMALL_INTS = [bytes((97, i)) for i in range(256)]
@@ -170,6 +173,17 @@ def reply_fields(frame: bytes) -> tuple[int, bool, Any] | None:
     return (ref, ok, value) if end == len(frame) else None
 
 
+# The C ones (the codec's accelerator: the same answer, or None to leave it to
+# Python): the {:beam_call} frame (None without the accelerator: BeamCalls._frame),
+# and reply_fields (else reply_fields itself).
+_call_frame: Callable[[int, str, tuple[Any, ...], Any, int | None], bytes | None] | None = (
+    etf.beam_call_frame
+)
+_reply_fields: Callable[[bytes], tuple[int, bool, Any] | None] = (
+    etf.beam_reply_fields or reply_fields
+)
+
+
 def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
     """The ``timeout_ms`` to send: the timeout given, cut to the enclosing call's deadline."""
     deadline = None if ctx is None else ctx.deadline
@@ -226,7 +240,7 @@ class BeamCalls:
         write = getattr(owner, "_write", None)
         etf_road = getattr(owner, "encode", None) is etf.encode and callable(write)
         self._write = write if etf_road else None
-        self._heads: dict[str, bytes] = {}  # name -> its encoding
+        self._heads: dict[str, bytes] = {}  # name -> its encoding (the Python builder's)
 
     # --- what the supervisor says ---------------------------------------------------------
 
@@ -242,9 +256,13 @@ class BeamCalls:
         (ETF only: the transport calls it only with that codec.) A frame that is
         not a well-formed beam reply is left to the general road.
         """
-        fields = reply_fields(frame)
-        if fields is None:
-            return False
+        fields = _reply_fields(frame)
+        if fields is None:  # (the C one leaves the odd ones to Python)
+            if _reply_fields is reply_fields:
+                return False
+            fields = reply_fields(frame)
+            if fields is None:
+                return False
         ref, ok, value = fields
         lock = self._lock
         lock.acquire()  # (acquire/release: half the cost of `with`, on every reply)
@@ -358,21 +376,10 @@ class BeamCalls:
         waiter.ref = ref
         write = self._write
         if write is not None:
-            head = self._heads.get(name)
-            if head is None:
-                head = self._heads[name] = etf.encode(name)[1:]
-            # (_int inline for the refs, call ids and timeouts of every day)
-            frame = b"".join((
-                _CALL_HEAD,
-                _SMALL_INTS[ref] if ref < 256 else _pack_i32(98, ref) if ref < _I32 else _int(ref),
-                head,
-                _encode_ok(0, list(args))[_ARGS_AT:],  # EncodeError: nothing is sent
-                _OPTS_ID if ms is None else _OPTS_ID_TIMEOUT,
-                _NIL if call_id is None else _pack_i32(98, call_id)
-                if type(call_id) is int and 255 < call_id < _I32 else _int(call_id),
-                b"" if ms is None else _TIMEOUT_KEY + (
-                    _pack_i32(98, ms) if 255 < ms < _I32 else _int(ms)),
-            ))  # fmt: skip
+            call_frame = _call_frame
+            frame = None if call_frame is None else call_frame(ref, name, args, call_id, ms)
+            if frame is None:  # (C left it to Python: the same bytes, or EncodeError)
+                frame = self._frame(ref, name, args, call_id, ms)  # EncodeError: nothing is sent
             lock = self._lock
             lock.acquire()
             self._pending[ref] = waiter
@@ -398,6 +405,26 @@ class BeamCalls:
                 self._pending.pop(ref, None)
             raise
         return ref
+
+    def _frame(
+        self, ref: int, name: str, args: tuple[Any, ...], call_id: Any, ms: int | None
+    ) -> bytes:
+        """The ``{:beam_call}`` frame in Python: ``etf.encode`` of the term, from its parts."""
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = etf.encode(name)[1:]
+        # (_int inline for the refs, call ids and timeouts of every day)
+        return b"".join((
+            _CALL_HEAD,
+            _SMALL_INTS[ref] if ref < 256 else _pack_i32(98, ref) if ref < _I32 else _int(ref),
+            head,
+            _encode_ok(0, list(args))[_ARGS_AT:],  # EncodeError: nothing is sent
+            _OPTS_ID if ms is None else _OPTS_ID_TIMEOUT,
+            _NIL if call_id is None else _pack_i32(98, call_id)
+            if type(call_id) is int and 255 < call_id < _I32 else _int(call_id),
+            b"" if ms is None else _TIMEOUT_KEY + (
+                _pack_i32(98, ms) if 255 < ms < _I32 else _int(ms)),
+        ))  # fmt: skip
 
     def _refuse(self, name: Any) -> NoReturn:
         """``name`` cannot be called: none are served, or not this one."""

@@ -36,22 +36,35 @@ if TYPE_CHECKING:
 
 __all__ = ["call", "acall", "functions"]
 
-# _dispatcher.beam_calls, imported on first use (an import statement on every
-# call costs more than the rest of the Python side of a beam call's setup).
+# _dispatcher._BEAM_SOURCES and beam_calls, imported on first use (an import
+# statement on every call costs more than the rest of the Python side of a beam
+# call's setup).
+_sources: list[Any] = []
 _beam_calls: Any = None
+# The endpoint found last, and the one source it came from: while that source is
+# the only one (a worker serves one connection), it is the one beam_calls() finds
+# (a dispatcher makes its BeamCalls once, and keeps it).
+_one_source: Any = None
+_one_beam: Any = None
 
 
 def _endpoint() -> Any:
-    global _beam_calls
+    global _sources, _beam_calls, _one_source, _one_beam
     if _beam_calls is None:
-        from ._dispatcher import beam_calls
+        from ._dispatcher import _BEAM_SOURCES, beam_calls
 
+        _sources = _BEAM_SOURCES
         _beam_calls = beam_calls
+    sources = _sources
+    if len(sources) == 1 and sources[0] is _one_source:
+        return _one_beam
     beam = _beam_calls()
     if beam is None:
         raise BeamCallError(
             "unknown_function", "UnknownFunction", f"{NOT_SERVED} (this process is not a worker)"
         )
+    if len(sources) == 1:
+        _one_source, _one_beam = sources[0], beam
     return beam
 
 
@@ -84,7 +97,9 @@ def call(name: str, *args: Any, timeout: float | None = None) -> Any:
         )
     started = clock()
     try:
-        result = _endpoint().call(name, args, timeout)
+        sources = _sources  # (_endpoint's first test, inline)
+        beam = _one_beam if len(sources) == 1 and sources[0] is _one_source else _endpoint()
+        result = beam.call(name, args, timeout)
     except BaseException as exc:
         _observe(name, started, exc)
         raise

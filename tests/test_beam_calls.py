@@ -356,10 +356,29 @@ class _Owner:
         self._write(self.encode(term))
 
 
-@pytest.mark.parametrize("ref", [0, 255, 256, 2**31 - 1, 2**31, 2**70])
-@pytest.mark.parametrize("call_id", [None, 7, 300, 2**40])
-@pytest.mark.parametrize("timeout", [None, 0.0001, 2.5, 10**7])
-def test_a_beam_call_frame_is_the_codecs_encoding(ref, call_id, timeout):
+def _nest(depth: int) -> list:
+    term: list = []
+    for _ in range(depth):
+        term = [term]
+    return term
+
+
+# The frame's two makers: the codec's C accelerator (when built) and Python.
+_ROADS = ["c", "python"] if etf.beam_call_frame is not None else ["python"]
+
+
+@pytest.fixture(params=_ROADS)
+def road(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(_beam, "_call_frame", None)
+        monkeypatch.setattr(_beam, "_reply_fields", _beam.reply_fields)
+    return request.param
+
+
+@pytest.mark.parametrize("ref", [0, 255, 256, 2**31 - 1, 2**31, 2**63, 2**70])
+@pytest.mark.parametrize("call_id", [None, 7, 300, 2**31, 2**40, 2**64])
+@pytest.mark.parametrize("timeout", [None, 0.0001, 0.3, 2.5, 10**7])
+def test_a_beam_call_frame_is_the_codecs_encoding(road, ref, call_id, timeout):
     owner = _Owner()
     beam = _beam.BeamCalls(owner.send)
     beam.announce(["f"])
@@ -375,12 +394,62 @@ def test_a_beam_call_frame_is_the_codecs_encoding(ref, call_id, timeout):
     assert owner.frames == [etf.encode(term)]
 
 
-def test_a_beam_call_argument_the_codec_cannot_carry_sends_nothing():
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ([],),
+        ("x" * 5000, b"y" * 5000),  # big binaries
+        (-(2**63), 2**63, -(2**80)),  # big integers
+        ("\u00e9t\u00e9", snakepit.Atom("\u00e9"), snakepit.Atom("a" * 255)),
+        ([[[[[[[[[[1]]]]]]]]]],),
+        ([0] * 300,),
+        ({(1, 2): [3, {4: None}]},),
+        (snakepit.ImproperList([1], 2), (1,) * 300, float("1e300")),
+        (float("nan"), float("-inf")),  # (atoms on the wire)
+        ([[1]] * 40,),
+        (_nest(200),),  # deeper than the C encoder goes
+        (etf.decode(etf.encode(snakepit.Atom("z"))),),
+    ],
+    ids=lambda a: repr(a)[:30],
+)
+def test_a_beam_call_frame_of_any_args_is_the_codecs_encoding(road, args):
+    owner = _Owner()
+    beam = _beam.BeamCalls(owner.send)
+    beam.announce(["f", "\u00e9"])
+    ctx = type("Ctx", (), {"id": 3, "deadline": None})()
+    for name in ("f", "\u00e9"):
+        beam._refs = iter([5])
+        beam._begin(name, args, 1.0, _beam._Waiter(ctx))
+        opts = {snakepit.Atom("call_id"): 3, snakepit.Atom("timeout_ms"): 1000}
+        assert owner.frames.pop() == etf.encode(
+            (snakepit.Atom("beam_call"), 5, name, list(args), opts)
+        )
+
+
+def test_the_c_frame_leaves_what_is_not_for_it_to_python():
+    if etf.beam_call_frame is None:
+        pytest.skip("the codec's C accelerator is not in use")
+    frame = etf.beam_call_frame
+    assert frame(1, "f", (object(),), None, None) is None
+    assert frame(1, "f", (2**70,), None, None) is None
+    assert frame(1, "f", (float("nan"),), None, None) is None
+    assert frame(1, "\ud800", (), None, None) is None  # a lone surrogate
+    assert frame(1, "f", (), 2**70, None) is None
+    assert frame(2**70, "f", (), None, None) is None
+    assert frame(1, b"f", (), None, None) is None  # (the name is a str)
+    assert frame(1, "f", iter(()), None, None) is None  # (args: a tuple or a list)
+    with pytest.raises(TypeError):
+        frame(1, "f", ())
+
+
+@pytest.mark.parametrize("bad", [object(), "\ud800", [1, {2: object()}], {1: {2: 1j}}])
+def test_a_beam_call_argument_the_codec_cannot_carry_sends_nothing(road, bad):
     owner = _Owner()
     beam = _beam.BeamCalls(owner.send)
     beam.announce(["f"])
     with pytest.raises(snakepit.EncodeError):
-        beam._begin("f", (object(),), None, _beam._Waiter(None))
+        beam._begin("f", (1, bad), None, _beam._Waiter(None))
     assert owner.frames == [] and beam._pending == {}
 
 
@@ -396,12 +465,56 @@ def _reply_heads(term) -> list[bytes]:
 
 @pytest.mark.parametrize("ref", [0, 255, 256, 2**31 - 1])
 @pytest.mark.parametrize("outcome", ["ok", "error"])
-@pytest.mark.parametrize("value", [7, None, [1, "x", 2.5], {"user": {"id": 2**40}}])
-def test_a_beam_reply_is_read_from_its_bytes_as_the_codec_reads_it(ref, outcome, value):
+@pytest.mark.parametrize(
+    "value, in_c",  # in_c: the C reader reads it (else it leaves it to Python: None)
+    [(7, True), (None, True), ([1, "x", 2.5], True), ({"user": {"id": 2**30}}, True),
+     ({"user": {"id": 2**40}}, False)],
+)  # fmt: skip
+def test_a_beam_reply_is_read_from_its_bytes_as_the_codec_reads_it(ref, outcome, value, in_c):
     term = (snakepit.Atom("beam_reply"), ref, (snakepit.Atom(outcome), value))
     for frame in _reply_heads(term):
         assert etf.decode(frame) == term
         assert _beam.reply_fields(frame) == (ref, outcome == "ok", value)
+        if etf.beam_reply_fields is not None:
+            got = etf.beam_reply_fields(frame)
+            assert got == ((ref, outcome == "ok", value) if in_c else None)
+
+
+# Values the C reader leaves to Python (None), and the Python road reads.
+_FOR_PYTHON = [
+    2**70,  # a big integer
+    "x" * 5000,  # a binary over C's limit
+    _nest(100),  # deeper than C goes
+    snakepit.ImproperList([1], 2),
+    snakepit.Atom("never_seen_before_by_the_atom_cache"),
+]
+
+
+@pytest.mark.parametrize("value", _FOR_PYTHON, ids=lambda v: repr(v)[:30])
+def test_a_reply_value_c_does_not_read_is_read_by_python(value):
+    term = (snakepit.Atom("beam_reply"), 300, (snakepit.Atom("ok"), value))
+    for frame in _reply_heads(term):
+        if etf.beam_reply_fields is not None and type(value) is not snakepit.Atom:
+            assert etf.beam_reply_fields(frame) is None
+        assert _beam.reply_fields(frame) == (300, True, value)
+        beam = _beam.BeamCalls(_Owner().send)
+        waiter = _beam._Waiter(None)
+        beam._pending[300] = waiter
+        assert beam.reply_frame(frame) is True
+        assert waiter.outcome == (True, value) and beam._pending == {}
+
+
+def test_a_reply_too_deep_for_the_codec_is_left_to_the_general_road():
+    deep = b"l\x00\x00\x00\x01" * 600 + b"j" * 601  # [[[...]]], 600 deep (too deep to encode)
+    for short in _reply_heads((snakepit.Atom("beam_reply"), 1, (snakepit.Atom("ok"), []))):
+        frame = short[:-1] + deep  # (the value [] is the last byte)
+        assert _beam.reply_fields(frame) is None
+        if etf.beam_reply_fields is not None:
+            assert etf.beam_reply_fields(frame) is None
+        beam = _beam.BeamCalls(_Owner().send)
+        beam._pending[1] = waiter = _beam._Waiter(None)
+        assert beam.reply_frame(frame) is False
+        assert waiter.outcome is None and 1 in beam._pending
 
 
 @pytest.mark.parametrize(
@@ -422,11 +535,16 @@ def test_anything_else_is_left_to_the_general_road(term):
         tuple(snakepit.Atom(v) if isinstance(v, str) else v for v in t) if type(t) is tuple else t
         for t in atoms
     )
-    for frame in _reply_heads(atoms):
-        assert _beam.reply_fields(frame) is None
-    good = _reply_heads((snakepit.Atom("beam_reply"), 1, (snakepit.Atom("ok"), [1, 2])))[1]
-    for bad in (good[:-1], good + b"\x00", good[:18]):  # truncated, trailing bytes
-        assert _beam.reply_fields(bad) is None
+    readers = [_beam.reply_fields]
+    if etf.beam_reply_fields is not None:
+        readers.append(etf.beam_reply_fields)
+    for read in readers:
+        for frame in _reply_heads(atoms):
+            assert read(frame) is None
+        for good in _reply_heads((snakepit.Atom("beam_reply"), 1, (snakepit.Atom("ok"), [1, 2]))):
+            for cut in range(len(good)):  # truncated anywhere
+                assert read(good[:cut]) is None
+            assert read(good + b"\x00") is None  # trailing bytes
 
 
 def test_a_reply_for_an_unknown_ref_is_ignored(sup):

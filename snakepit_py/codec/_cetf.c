@@ -1,6 +1,7 @@
 /* The optional C accelerator of the ETF codec: the two frames a worker
  * handles on every call, the call envelope it reads and the {:ok, id, result}
- * it writes.
+ * it writes, and the two of every beam call (protocol 1.1): the
+ * {:beam_call, ...} it writes and the {:beam_reply, ...} it reads.
  *
  * It is a shortcut, never a judge. Each function handles a common subset of
  * terms (small and 32-bit integers, floats, binaries, atoms the Python
@@ -559,6 +560,146 @@ static PyObject *encode_ok(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyObject_Vectorcall(py_encode_ok, args, 2, NULL);
 }
 
+/* ------------------------------------------------------ beam call frames */
+
+/* A beam call's two frames (protocol 1.1, snakepit_py/_beam.py), the same
+ * shortcut: whatever is not for C gives None, and the caller takes the
+ * Python road, which gives the answer (or the error) the codec gives. */
+
+static const char BEAM_CALL_HEAD[] = "\x83h\x05" "w\x09" "beam_call";
+static const char CALL_ID_KEY[] = "w\x07" "call_id";
+static const char TIMEOUT_MS_KEY[] = "w\x0a" "timeout_ms";
+
+/* beam_call_frame(ref, name, args, call_id, timeout_ms) -> bytes or None.
+ *
+ * The bytes of etf.encode((Atom("beam_call"), ref, name, list(args), opts)),
+ * opts being %{call_id: call_id} and, unless timeout_ms is None,
+ * timeout_ms: timeout_ms (in that order). None when any part is not for C:
+ * the caller encodes it in Python (and an argument the codec cannot carry
+ * raises EncodeError there). */
+static PyObject *beam_call_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "beam_call_frame(ref, name, args, call_id, timeout_ms) takes five arguments");
+        return NULL;
+    }
+    PyObject *ref = args[0], *name = args[1], *items = args[2], *call_id = args[3];
+    PyObject *timeout_ms = args[4];
+    PyObject *const *item;
+    Py_ssize_t n;
+    if (PyTuple_CheckExact(items)) {
+        n = PyTuple_GET_SIZE(items);
+        item = &PyTuple_GET_ITEM(items, 0);
+    } else if (PyList_CheckExact(items)) {
+        n = PyList_GET_SIZE(items);
+        item = &PyList_GET_ITEM(items, 0);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (!PyLong_CheckExact(ref) || !PyUnicode_CheckExact(name) || atom_type == NULL)
+        Py_RETURN_NONE;
+    Out o;
+    o.buf = o.small;
+    o.len = 0;
+    o.cap = sizeof o.small;
+    PyObject *frame = NULL;
+    /* nothing below runs Python code, so a list of args cannot change meanwhile */
+    int bad = put(&o, BEAM_CALL_HEAD, sizeof BEAM_CALL_HEAD - 1) || enc(&o, ref, 0) ||
+              enc_utf8(&o, name, 0);
+    if (!bad) {
+        if (n == 0)
+            bad = put(&o, "j", 1);
+        else
+            bad = (uint64_t)n > UINT32_MAX || put_tag32(&o, 108, (uint32_t)n) ||
+                  enc_items(&o, item, n, MAX_DEPTH - 1) || put(&o, "j", 1);
+    }
+    if (!bad)
+        bad = put_tag32(&o, 116, timeout_ms == Py_None ? 1 : 2) ||
+              put(&o, CALL_ID_KEY, sizeof CALL_ID_KEY - 1) || enc(&o, call_id, 0);
+    if (!bad && timeout_ms != Py_None)
+        bad = put(&o, TIMEOUT_MS_KEY, sizeof TIMEOUT_MS_KEY - 1) || enc(&o, timeout_ms, 0);
+    if (!bad) frame = PyBytes_FromStringAndSize(o.buf, o.len);
+    if (o.buf != o.small) PyMem_Free(o.buf);
+    if (frame != NULL) return frame;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* term_to_binary({:beam_reply, ...}): OTP 25's ATOM_EXT, OTP 26's SMALL_ATOM_UTF8_EXT */
+static const char REPLY_OTP25[] = "\x83h\x03" "d\x00\x0a" "beam_reply";
+static const char REPLY_OTP26[] = "\x83h\x03" "w\x0a" "beam_reply";
+
+/* beam_reply_fields(frame) -> (ref, ok, value) or None.
+ *
+ * A well-formed ETF {:beam_reply, ref, {:ok | :error, value}} with a ref of
+ * 0..2**31-1 read from its bytes, the value decoded as the codec decodes it.
+ * None for anything else or anything not for C (a value with a term C leaves
+ * to Python, deeper than MAX_DEPTH, a frame bigger than MAX_FRAME): the
+ * caller then reads it in Python; so a None never means the frame is bad. */
+static PyObject *beam_reply_fields(PyObject *self, PyObject *data) {
+    (void)self;
+    if (!PyBytes_CheckExact(data) || utf8_atoms == NULL) Py_RETURN_NONE;
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(data), 0, PyBytes_GET_SIZE(data)};
+    if (r.len > MAX_FRAME) Py_RETURN_NONE;
+    if (r.len >= 16 && memcmp(r.p, REPLY_OTP25, 16) == 0) {
+        r.pos = 16;
+    } else if (r.len >= 15 && memcmp(r.p, REPLY_OTP26, 15) == 0) {
+        r.pos = 15;
+    } else {
+        Py_RETURN_NONE;
+    }
+    long ref;
+    if (has(&r, 2) && r.p[r.pos] == 97) { /* SMALL_INTEGER_EXT */
+        ref = r.p[r.pos + 1];
+        r.pos += 2;
+    } else if (has(&r, 5) && r.p[r.pos] == 98 && !(r.p[r.pos + 1] & 0x80)) { /* INTEGER_EXT >= 0 */
+        ref = (long)be32(r.p + r.pos + 1);
+        r.pos += 5;
+    } else {
+        Py_RETURN_NONE;
+    }
+    /* {:ok, _} or {:error, _}: the tuple head and the atom in either encoding */
+    int ok;
+    const unsigned char *p = r.p + r.pos;
+    Py_ssize_t left = r.len - r.pos;
+    if (left >= 7 && memcmp(p, "h\x02" "d\x00\x02" "ok", 7) == 0) {
+        ok = 1, r.pos += 7;
+    } else if (left >= 6 && memcmp(p, "h\x02" "w\x02" "ok", 6) == 0) {
+        ok = 1, r.pos += 6;
+    } else if (left >= 10 && memcmp(p, "h\x02" "d\x00\x05" "error", 10) == 0) {
+        ok = 0, r.pos += 10;
+    } else if (left >= 9 && memcmp(p, "h\x02" "w\x05" "error", 9) == 0) {
+        ok = 0, r.pos += 9;
+    } else {
+        Py_RETURN_NONE;
+    }
+    PyObject *value = dec(&r, MAX_DEPTH);
+    if (value == NULL || r.pos != r.len) {
+        PyErr_Clear();
+        Py_XDECREF(value);
+        Py_RETURN_NONE;
+    }
+    PyObject *ref_obj = PyLong_FromLong(ref);
+    if (ref_obj == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *flag = ok ? Py_True : Py_False;
+    Py_INCREF(flag);
+    PyObject *fields = PyTuple_New(3);
+    if (fields == NULL) {
+        Py_DECREF(ref_obj);
+        Py_DECREF(flag);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(fields, 0, ref_obj);
+    PyTuple_SET_ITEM(fields, 1, flag);
+    PyTuple_SET_ITEM(fields, 2, value);
+    return fields;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyObject *configure(PyObject *self, PyObject *args) {
@@ -592,6 +733,12 @@ static PyMethodDef methods[] = {
      "decode_message(data): the call envelope decoded in C, anything else by the fallback."},
     {"encode_ok", (PyCFunction)(void (*)(void))encode_ok, METH_FASTCALL,
      "encode_ok(call_id, result): {:ok, call_id, result} encoded in C, or by the fallback."},
+    {"beam_call_frame", (PyCFunction)(void (*)(void))beam_call_frame, METH_FASTCALL,
+     "beam_call_frame(ref, name, args, call_id, timeout_ms): {:beam_call, ...} encoded in C,\n"
+     "or None to leave it to the Python encoder."},
+    {"beam_reply_fields", beam_reply_fields, METH_O,
+     "beam_reply_fields(frame): a well-formed {:beam_reply}'s (ref, ok, value), or None to\n"
+     "leave the frame to the Python road."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -58,7 +58,9 @@ __all__ = [
 ]
 # Not exported, but attributes of this module for the runtime: the hooks of the
 # Codec protocol (snakepit_py.codec), decode_message, call_fields, encode_ok,
-# chunk_encoder and peek_call_id.
+# chunk_encoder and peek_call_id; and the C shortcuts for a beam call's two
+# frames, beam_call_frame and beam_reply_fields (snakepit_py._beam), None
+# without the accelerator: they answer None for what they leave to Python.
 
 name = "etf"
 
@@ -85,8 +87,12 @@ def _load_accelerator() -> Any:
 
 
 _accelerator = _load_accelerator()
+beam_call_frame: Any = None
+beam_reply_fields: Any = None
 if _accelerator is not None:
     # The same answers (a property test holds both to it), in C for the common terms.
     decode_message = _accelerator.decode_message
     call_fields = _accelerator.call_fields
     encode_ok = _accelerator.encode_ok
+    beam_call_frame = _accelerator.beam_call_frame
+    beam_reply_fields = _accelerator.beam_reply_fields
