@@ -2,9 +2,9 @@
 
 One test per document: its ``python``, ``elixir`` and ``sh`` blocks run in
 order in a scratch directory of its own, against the real package and the real
-BEAM. The directory holds ``examples/`` and, at its top, a copy of each example
-worker (so a snippet may name ``ml_worker.py``), and the files the document
-writes. ``promql`` blocks are queries for a Prometheus server, which this
+BEAM. The directory holds ``examples/`` and ``elixir_harness/`` (links to the
+repository's) and, at its top, a copy of each example worker (so a snippet may
+name ``ml_worker.py``), and the files the document writes. ``promql`` blocks are queries for a Prometheus server, which this
 machine doesn't run: the metrics they name are checked to exist.
 tests/snippets.py says how a block is read and what the ``<!-- snippet: -->``
 comments before a block change.
@@ -118,6 +118,7 @@ def test_every_snippet_in_the_document_runs(doc, tmp_path, ebin):
     scratch = tmp_path / doc.stem
     scratch.mkdir()
     (scratch / "examples").symlink_to(ROOT / "examples")
+    (scratch / "elixir_harness").symlink_to(HARNESS)
     for example in (ROOT / "examples").glob("*.py"):
         shutil.copy(example, scratch / example.name)
     for block, code in _programs(doc):
