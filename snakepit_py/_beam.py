@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _thread
 import itertools
+import math
 import struct
 import time
 
@@ -28,6 +29,7 @@ from .codec._limits import DEFAULT_MAX_DEPTH
 from .errors import BeamCallError, CallCancelled
 
 _monotonic = time.monotonic
+_ceil = math.ceil
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up cost
 if TYPE_CHECKING:
@@ -201,9 +203,7 @@ def _timeout_ms(timeout: float | None, ctx: CallContext | None) -> int | None:
             left = (deadline - _monotonic()) * 1000.0
             if left < ms:
                 ms = left
-    whole = int(ms)  # rounded up, at least 1
-    if whole < ms:
-        whole += 1
+    whole = _ceil(ms)  # rounded up, at least 1
     return whole if whole > 1 else 1
 
 
@@ -370,8 +370,18 @@ class BeamCalls:
         if names is None or type(name) is not str or name not in names:
             self._refuse(name)
         ctx = waiter.ctx
-        call_id = ctx.id if ctx is not None else None
-        ms = _timeout_ms(timeout, ctx)
+        if ctx is None:
+            call_id = None
+            ms = None if timeout is None else _timeout_ms(timeout, None)
+        else:
+            call_id = ctx.id
+            deadline = ctx.deadline
+            if timeout is None and deadline is not None:  # (_timeout_ms's common case, inline)
+                ms = _ceil((deadline - _monotonic()) * 1000.0)
+                if ms < 1:
+                    ms = 1
+            else:
+                ms = _timeout_ms(timeout, ctx)
         ref = next(self._refs)
         waiter.ref = ref
         write = self._write

@@ -550,3 +550,17 @@ def test_anything_else_is_left_to_the_general_road(term):
 def test_a_reply_for_an_unknown_ref_is_ignored(sup):
     sup.send_term((snakepit.Atom("beam_reply"), 10**6, (snakepit.Atom("ok"), 1)))
     assert sup.call("ask", "double", 2) == 4
+
+
+@pytest.mark.parametrize("left, low, high", [(-5.0, 1, 1), (0.0, 1, 1), (2.5, 2000, 2500)])
+def test_a_beam_call_under_a_deadline_sends_what_is_left_of_it(road, left, low, high):
+    owner = _Owner()
+    beam = _beam.BeamCalls(owner.send)
+    beam.announce(["f"])
+    beam._refs = iter([1])
+    ctx = type("Ctx", (), {"id": 4, "deadline": time.monotonic() + left})()
+    beam._begin("f", (), None, _beam._Waiter(ctx))
+    term = etf.decode(owner.frames[0])
+    ms = term[4][snakepit.Atom("timeout_ms")]
+    assert type(ms) is int and low <= ms <= high
+    assert _beam._timeout_ms(None, ctx) <= ms
