@@ -213,17 +213,19 @@ class BeamCalls:
     Args:
         send: writes one term to the supervisor; raises ``EncodeError`` when the
             term cannot be encoded (the call then fails before anything is sent).
-        on_wait: how a thread waits for a reply: ``on_wait(lock, timeout)``
+        on_wait: how a thread waits for a reply: ``on_wait(lock, timeout, ctx)``
             returns once ``lock`` is released (True) or ``timeout`` seconds
             passed (False), and makes sure someone reads the reply meanwhile
             (the Port's waiting thread reads it itself, or hurries the
-            sentinel). None: the lock is simply waited for.
+            sentinel). ``ctx`` is the waiting call's context when the wait is
+            that sync call's own, in its own thread (it holds its sync slot),
+            else None. None: the lock is simply waited for.
     """
 
     def __init__(
         self,
         send: Callable[[Any], None],
-        on_wait: Callable[[Any, float | None], bool] | None = None,
+        on_wait: Callable[[Any, float | None, Any], bool] | None = None,
     ) -> None:
         self._send = send
         self.on_wait = on_wait
@@ -318,8 +320,8 @@ class BeamCalls:
         try:
             ref = self._begin(name, args, timeout, waiter)
             wait = self.on_wait
-            if wait is not None:
-                got = wait(waiter.lock, timeout)
+            if wait is not None:  # (the context when this thread's sync call waits: it may read)
+                got = wait(waiter.lock, timeout, ctx if waiter.holds_slot else None)
             else:
                 got = waiter.lock.acquire(True, -1 if timeout is None else timeout)  # type: ignore[union-attr]
             outcome = waiter.outcome  # (set before the wake, under the lock)

@@ -426,12 +426,15 @@ class CallContext:
         Raises:
             CallCancelled: the call was cancelled already (nothing is sent then).
         """
+        # (`with`, not acquire/release: an interrupt still pending from user code may
+        # be raised in here, and must not leave the lock held)
         with self._lock:
             if self.cancel_reason is not None:
                 raise CallCancelled(self.cancel_reason)
-            if self._beam_waits is None:
-                self._beam_waits = []
-            self._beam_waits.append(waiter)
+            waits = self._beam_waits
+            if waits is None:
+                waits = self._beam_waits = []
+            waits.append(waiter)
             if self._thread_id != get_ident():
                 return False
             waiter.holds_slot = not self.spec.is_async and self.state == RUNNING
@@ -443,12 +446,17 @@ class CallContext:
 
     def beam_wait_end(self, waiter: Any, in_user: bool) -> None:
         """The wait begun with ``beam_wait_begin`` is over: back to user code, if it was there."""
-        with self._lock:
-            waits = self._beam_waits
-            if waits is not None and waiter in waits:
-                waits.remove(waiter)
-            if in_user and self._thread_id == get_ident():
-                self._in_user = True
+        # (acquire/release: no interrupt reaches this thread here, out of user code
+        # until the end, and interrupt() waits for the lock)
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._beam_waits.remove(waiter)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):  # (not there: nothing to take away)
+            pass
+        if in_user and self._thread_id == get_ident():
+            self._in_user = True
+        lock.release()
 
     def interrupt(self) -> bool:
         """Raise CallCancelled in the call's thread if it is running user code."""

@@ -126,7 +126,7 @@ class Dispatcher:
         # that never calls the BEAM never imports it. ``on_beam_wait`` is the
         # transport's: how a thread waits for a beam reply (see BeamCalls).
         self._beam: Any = None
-        self.on_beam_wait: Callable[[Any, float | None], bool] | None = None
+        self.on_beam_wait: Callable[[Any, float | None, Any], bool] | None = None
         _state.serving(self.publish)
         _BEAM_SOURCES.append(self.beam_calls)
         metrics.serving()

@@ -19,7 +19,7 @@ import sys
 import time
 
 from . import _lifecycle, _logging, _state
-from ._context import call_var, prepare_interrupts
+from ._context import prepare_interrupts
 from ._dispatcher import Dispatcher
 from ._options import WorkerOptions
 from ._registry import Registry
@@ -213,10 +213,12 @@ class _Readers:
         except RuntimeError:  # hurried already
             pass
 
-    def wait_reply(self, lock: Any, timeout: float | None) -> bool:
+    def wait_reply(self, lock: Any, timeout: float | None, ctx: Any = None) -> bool:
         """Wait until ``lock`` is released (a beam call's reply came, or its wait was woken).
 
         Returns whether it was, within ``timeout`` seconds (None: no limit).
+        ``ctx``: the call waiting, when it is a sync call waiting in its own
+        thread (``BeamCalls`` knows: its waiter holds the call's sync slot).
 
         The thread that waits runs a sync call, and it left the reading role
         vacant when it started that call. With one sync thread (``--threads
@@ -232,8 +234,7 @@ class _Readers:
         thread just waits.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = call_var.get() if self._threads == 1 else None
-        if ctx is not None and not ctx.spec.is_async and ctx.runs_here():
+        if ctx is not None and self._threads == 1:
             if not self._vacant:
                 # The sentinel took the role over while this call ran (it lasted, or
                 # the machine was busy): the reader that wakes this wait hands the
