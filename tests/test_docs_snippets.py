@@ -4,8 +4,9 @@ One test per document: its ``python``, ``elixir`` and ``sh`` blocks run in
 order in a scratch directory of its own, against the real package and the real
 BEAM. The directory holds ``examples/`` and ``elixir_harness/`` (links to the
 repository's) and, at its top, a copy of each example worker (so a snippet may
-name ``ml_worker.py``), and the files the document writes. ``promql`` blocks are queries for a Prometheus server, which this
-machine doesn't run: the metrics they name are checked to exist.
+name ``ml_worker.py``), and the files the document writes. ``promql`` blocks
+are queries for a Prometheus server, which this machine doesn't run: the
+metrics they name are checked to exist.
 tests/snippets.py says how a block is read and what the ``<!-- snippet: -->``
 comments before a block change.
 """
