@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,29 @@ from snakepit_py.testing import FakeSupervisor
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = Path(__file__).resolve().parent / "workers"
 sys.path.insert(0, str(ROOT))
+
+
+# What a package build reads: the package and the files its metadata names.
+PACKAGE_SOURCES = [
+    "pyproject.toml",
+    "setup.py",
+    "README.md",
+    "LICENSE",
+    "MANIFEST.in",
+    "snakepit_py",
+]
+
+
+def copy_package_sources(dest: Path) -> None:
+    """Copy what a package build reads into ``dest`` (made here), without built artefacts."""
+    dest.mkdir()
+    ignore = shutil.ignore_patterns("*.so", "__pycache__", "*.pyc", "_build_note.txt")
+    for name in PACKAGE_SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(path, dest / name)
 
 
 def worker_path(name: str) -> str:

@@ -32,12 +32,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, copy_package_sources
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 BIN = Path(sys.executable).parent  # the dev venv: hadolint, kubernetes-validate
-SOURCES = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "snakepit_py"]
 GRACE_S = 20  # --grace-ms 20000 everywhere in deploy/
 
 
@@ -88,14 +87,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The builder's and the worker's install steps, run here; returns the worker's venv."""
     tmp = tmp_path_factory.mktemp("image")
     src, wheels, venv = tmp / "src", tmp / "wheels", tmp / "opt-venv"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("*.so", "__pycache__", "*.pyc", "_build_note.txt")
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=ignore)
-        else:
-            shutil.copy2(path, src / name)
+    copy_package_sources(src)
     steps = _instructions(DOCKERFILE.read_text())
     install = [(stage, args) for stage, word, args in steps
                if word == "RUN" and stage in ("builder", "worker")

