@@ -80,7 +80,7 @@ defmodule Snakepit.Metrics.Store do
 
   @doc "A worker's health report carried `metrics` (its Python process's counts so far)."
   def worker_report(pool, metrics) when is_map(metrics) do
-    if :persistent_term.get(@on, false) do
+    when_on(fn ->
       base =
         case :ets.lookup(@table, {:py, self()}) do
           [{_, _pool, base, _current}] -> base
@@ -88,45 +88,44 @@ defmodule Snakepit.Metrics.Store do
         end
 
       :ets.insert(@table, {{:py, self()}, pool, base, metrics})
-    end
-
-    :ok
-  rescue
-    ArgumentError -> :ok
+    end)
   end
 
   def worker_report(_pool, _metrics), do: :ok
 
   @doc "The worker's Python process ended: what it counted is kept; its gauges go."
   def python_ended do
-    if :persistent_term.get(@on, false) do
+    when_on(fn ->
       case :ets.lookup(@table, {:py, self()}) do
         [{key, pool, base, current}] when is_map(current) ->
-          :ets.insert(@table, {key, pool, Reports.add(base, Reports.counters(current)), nil})
+          :ets.insert(@table, {key, pool, counted(base, current), nil})
 
         _ ->
           :ok
       end
-    end
-
-    :ok
-  rescue
-    ArgumentError -> :ok
+    end)
   end
 
   @doc "The worker itself stops: its counts go to its pool's, so the sums never go down."
   def worker_stopped do
-    if :persistent_term.get(@on, false) do
+    when_on(fn ->
       case :ets.take(@table, {:py, self()}) do
         [{_key, pool, base, current}] ->
-          counts = Reports.add(base, Reports.counters(current || %{}))
-          GenServer.cast(Snakepit.Metrics, {:retire, pool, counts})
+          GenServer.cast(Snakepit.Metrics, {:retire, pool, counted(base, current)})
 
         [] ->
           :ok
       end
-    end
+    end)
+  end
 
+  # What a worker's processes counted: the ended ones' and its live one's last report.
+  defp counted(base, current), do: Reports.add(base, Reports.counters(current || %{}))
+
+  # Runs `write` while an endpoint runs; `:ok` either way, and never raises for a
+  # table that went between the check and the write.
+  defp when_on(write) do
+    if :persistent_term.get(@on, false), do: write.()
     :ok
   rescue
     ArgumentError -> :ok
