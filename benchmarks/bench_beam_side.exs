@@ -66,12 +66,7 @@ defmodule BenchBeamSide do
           send(me, {:done, i, :erlang.term_to_binary({:beam_reply, i, {:ok, fun.(i)}})})
         end)
 
-      receive do
-        {:done, ^i, bin} ->
-          Process.demonitor(mon, [:flush])
-          Port.command(port, bin)
-      end
-
+      write_reply(port, i, mon)
       s
     end)
 
@@ -81,16 +76,18 @@ defmodule BenchBeamSide do
           send(me, {:done, i, :erlang.term_to_binary({:beam_reply, i, {:ok, fun.(i)}})})
         end)
 
-      mon = Process.monitor(pid)
-
-      receive do
-        {:done, ^i, bin} ->
-          Process.demonitor(mon, [:flush])
-          Port.command(port, bin)
-      end
-
+      write_reply(port, i, Process.monitor(pid))
       s
     end)
+  end
+
+  # As the worker does with a task's reply: the monitor dropped, the frame written.
+  defp write_reply(port, i, mon) do
+    receive do
+      {:done, ^i, bin} ->
+        Process.demonitor(mon, [:flush])
+        Port.command(port, bin)
+    end
   end
 
   defp time(label, state, fun) do
