@@ -7,7 +7,6 @@ defmodule Snakepit.PoolSoakTest do
   # picked out (`mix test --only soak`); `mix test` runs it like any other.
   use ExUnit.Case, async: false
 
-  import ExUnit.CaptureLog
   import Snakepit.TestHelpers
   alias Snakepit.{Error, Pool}
 
@@ -73,16 +72,7 @@ defmodule Snakepit.PoolSoakTest do
     assert_received {:snakepit_pool, ^name, {:scaled, 2, 3, _}}
     assert {:ok, 1} = Snakepit.call(name, %{method: "echo", args: [1]})
 
-    Process.unlink(sup)
-    assert :ok = Pool.stop(name)
-    Enum.each(seen, &assert_os_pid_exited/1)
-  end
-
-  defp capture_log_result(fun) do
-    ref = make_ref()
-    capture_log(fn -> send(self(), {ref, fun.()}) end)
-    assert_received {^ref, result}
-    result
+    stop_leaving_nothing(sup, name, seen)
   end
 
   # Kills a worker every 1.5 s and reloads the pool once, midway; collects OS pids.

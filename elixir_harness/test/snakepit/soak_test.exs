@@ -4,7 +4,6 @@ defmodule Snakepit.SoakTest do
   # (`mix test --only soak`); `mix test` runs it like any other.
   use ExUnit.Case, async: false
 
-  import ExUnit.CaptureLog
   import Snakepit.TestHelpers
   alias Snakepit.{Error, Pool, Stream}
 
@@ -57,16 +56,7 @@ defmodule Snakepit.SoakTest do
     assert Pool.stats(name).restarts >= 1
     assert {:ok, 3} = Snakepit.call(name, %{method: "add", args: [1, 2]})
 
-    Process.unlink(sup)
-    assert :ok = Pool.stop(name)
-    Enum.each(seen, &assert_os_pid_exited/1)
-  end
-
-  defp capture_log_result(fun) do
-    ref = make_ref()
-    capture_log(fn -> send(self(), {ref, fun.()}) end)
-    assert_received {^ref, result}
-    result
+    stop_leaving_nothing(sup, name, seen)
   end
 
   defp kill_loop(name, until, seen) do

@@ -31,6 +31,21 @@ defmodule Snakepit.TestHelpers do
            "OS process #{os_pid} is still alive after #{timeout} ms"
   end
 
+  @doc "Runs `fun` with the log captured (and dropped); returns what `fun` returned."
+  def capture_log_result(fun) do
+    ref = make_ref()
+    ExUnit.CaptureLog.capture_log(fn -> send(self(), {ref, fun.()}) end)
+    assert_received {^ref, result}
+    result
+  end
+
+  @doc "Stops the pool `name` started under `sup` and asserts none of `os_pids` is left."
+  def stop_leaving_nothing(sup, name, os_pids) do
+    Process.unlink(sup)
+    assert :ok = Snakepit.Pool.stop(name)
+    Enum.each(os_pids, &assert_os_pid_exited/1)
+  end
+
   @doc "Polls `fun` until it returns a truthy value; returns that value."
   def wait_until(fun, timeout \\ 10_000) do
     deadline = System.monotonic_time(:millisecond) + timeout
