@@ -11,7 +11,7 @@ defmodule Snakepit.Pool.Roster do
   # reconciled (`Snakepit.Pool.Lifecycle`).
 
   alias Snakepit.{Call, Worker}
-  alias Snakepit.Pool.{Breakers, Dispatch, Lifecycle, Members, Queue}
+  alias Snakepit.Pool.{Breakers, Dispatch, Lifecycle, Members, Queue, Tree}
 
   @doc "Worker `pid` is ready: a fresh Python process, nothing in flight, new limits."
   def ready(pid, info, state) do
@@ -191,15 +191,11 @@ defmodule Snakepit.Pool.Roster do
   defp ask_capacity(pid) do
     pool = self()
 
-    spawn(fn ->
-      try do
-        with %{ready: ready} when is_map(ready) <- Worker.info(pid),
-             {:ok, %{methods: methods}} when is_list(methods) <- Worker.describe(pid) do
-          send(pool, {:"$snakepit_capacity", pid, ready, methods})
-        end
-      catch
-        # the worker went away meanwhile: its next :ready asks again
-        :exit, _ -> :ok
+    # (an exit: the worker went away meanwhile, and its next :ready asks again)
+    Tree.detached(fn ->
+      with %{ready: ready} when is_map(ready) <- Worker.info(pid),
+           {:ok, %{methods: methods}} when is_list(methods) <- Worker.describe(pid) do
+        send(pool, {:"$snakepit_capacity", pid, ready, methods})
       end
     end)
   end

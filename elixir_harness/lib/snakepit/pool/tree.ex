@@ -64,19 +64,15 @@ defmodule Snakepit.Pool.Tree do
   @doc "Stops the worker GenServer `pid` (gracefully) and forgets its child spec, off the caller's process."
   @spec stop_worker(pid(), pid()) :: pid()
   def stop_worker(sup, pid) do
-    spawn(fn ->
-      try do
-        case Enum.find(Supervisor.which_children(sup), &match?({_, ^pid, _, _}, &1)) do
-          {id, _, _, _} ->
-            Supervisor.terminate_child(sup, id)
-            Supervisor.delete_child(sup, id)
+    # (an exit: the pool is stopping, and the supervisor stops the worker itself)
+    detached(fn ->
+      case Enum.find(Supervisor.which_children(sup), &match?({_, ^pid, _, _}, &1)) do
+        {id, _, _, _} ->
+          Supervisor.terminate_child(sup, id)
+          Supervisor.delete_child(sup, id)
 
-          nil ->
-            :ok
-        end
-      catch
-        # the pool is stopping: the supervisor stops the worker itself
-        :exit, _ -> :ok
+        nil ->
+          :ok
       end
     end)
   end
@@ -86,10 +82,21 @@ defmodule Snakepit.Pool.Tree do
   def census(sup) do
     pool = self()
 
+    detached(fn ->
+      ns = for {{Worker, n}, pid, _, _} <- Supervisor.which_children(sup), is_pid(pid), do: n
+      send(pool, {:"$snakepit_census", length(ns), Enum.max(ns, fn -> 0 end)})
+    end)
+  end
+
+  @doc """
+  Runs `fun` in a process of its own, so the pool never waits on a supervisor
+  or a worker; an exit in it (what it asked went away meanwhile) ends it quietly.
+  """
+  @spec detached((() -> any())) :: pid()
+  def detached(fun) do
     spawn(fn ->
       try do
-        ns = for {{Worker, n}, pid, _, _} <- Supervisor.which_children(sup), is_pid(pid), do: n
-        send(pool, {:"$snakepit_census", length(ns), Enum.max(ns, fn -> 0 end)})
+        fun.()
       catch
         :exit, _ -> :ok
       end
