@@ -137,6 +137,20 @@ def _fence(lang: str, lines: list[str]) -> list[str]:
     return ["```" + lang, *body.split("\n"), "```", ""]
 
 
+def _indented(lines: list[str], i: int) -> tuple[list[str], int]:
+    """The run of blank or indented lines from ``i``, and the index after it."""
+    end = i
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith(" ")):
+        end += 1
+    return lines[i:end], end
+
+
+def _blank(out: list[str]) -> None:
+    """A blank line before what comes next, unless there is one."""
+    if out and out[-1]:
+        out.append("")
+
+
 def markdown(doc: str) -> str:
     """A docstring as Markdown: ``>>>`` examples as ```pycon, ``::`` blocks as ```text,
     Google-style sections (``Args:``...) as bold headings with bullet lists."""
@@ -147,48 +161,36 @@ def markdown(doc: str) -> str:
         line = lines[i]
         stripped = line.strip()
         if stripped.startswith(">>>"):
-            block = []
-            while i < len(lines) and lines[i].strip():
-                block.append(lines[i])
-                i += 1
-            if out and out[-1]:
-                out.append("")
-            out += _fence("pycon", block)
+            end = i
+            while end < len(lines) and lines[end].strip():
+                end += 1
+            _blank(out)
+            out += _fence("pycon", lines[i:end])
+            i = end
             continue
         if stripped.endswith("::") and not stripped.startswith(":"):
             text = stripped[:-1] if stripped != "::" else ""
             if text:
                 out.append(_roles(line.rstrip()[:-1]))
-            i += 1
-            block = []
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
-                block.append(lines[i])
-                i += 1
-            if out and out[-1]:
-                out.append("")
+            block, i = _indented(lines, i + 1)
+            _blank(out)
             out += _fence("text", block)
             continue
         if line.startswith(" ") and (not out or not out[-1]):
-            block = []  # an indented block after a blank line: a literal block
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
-                block.append(lines[i])
-                i += 1
+            block, i = _indented(lines, i)  # an indented block after a blank line: a literal one
             out += _fence("text", block)
             continue
         heading = stripped.rstrip(":")
         if stripped.endswith(":") and heading in SECTIONS and not line.startswith(" "):
-            if out and out[-1]:
-                out.append("")
+            _blank(out)
             out += [f"**{heading}:**", ""]
-            i += 1
+            block, i = _indented(lines, i + 1)
             items: list[str] = []
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
-                item = lines[i]
+            for item in block:
                 if item.strip() and len(item) - len(item.lstrip()) <= 4:
                     items.append("- " + item.strip())
                 elif item.strip() and items:
                     items[-1] += " " + item.strip()
-                i += 1
             out += [_roles(_item(t)) for t in items] + [""]
             continue
         out.append(_roles(line.rstrip()))
