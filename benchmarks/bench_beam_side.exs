@@ -8,12 +8,14 @@
 # The frames go to a port running `cat > /dev/null` (the write is real, the
 # reader costs nothing here). Each line is the best of 5 loops of 10 000,
 # in µs per beam call:
-#   - the worker's path: decode the frame, `BeamCalls.start/5` (the task under
-#     the worker's Task.Supervisor, its monitor), the task's reply, `done/4`
-#     (the port write);
+#   - the worker's path: decode the frame, `BeamCalls.start/5` (the call sent
+#     to an idle runner under the worker's Task.Supervisor, or a new one), the
+#     runner's reply and its check that the function left it clean, `done/5`
+#     (the port write, the runner back to idle);
 #   - the floor: decode the frame, encode a reply, write it (no process);
 #   - `spawn_monitor` + the reply sent back + the write;
-#   - `Task.Supervisor.start_child` + monitor + the reply sent back + the write.
+#   - `Task.Supervisor.start_child` + monitor + the reply sent back + the write
+#     (what the worker did for every beam call before runners were reused).
 # Not a test: nothing here asserts.
 
 Logger.configure(level: :critical)
@@ -50,7 +52,7 @@ defmodule BenchBeamSide do
       s = BeamCalls.start(i, name, args, opts, s)
 
       receive do
-        {:"$snakepit_beam_done", p, ref, bin} -> BeamCalls.done(p, ref, bin, s)
+        {:"$snakepit_beam_done", p, ref, bin, reuse?} -> BeamCalls.done(p, ref, bin, reuse?, s)
       end
     end)
 

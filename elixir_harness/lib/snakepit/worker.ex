@@ -73,7 +73,14 @@ defmodule Snakepit.Worker do
 
   Each `{:beam_call}` from Python runs in its own process under a
   `Task.Supervisor` of this worker, never in the worker itself, with the
-  timeout Python gave (it is killed when it runs out: `:timeout`). An
+  timeout Python gave (it is killed when it runs out: `:timeout`). Such a
+  process runs one beam call at a time; when its function returned and left
+  the process as it found it (no links, monitors, messages, process
+  dictionary entries, trapped exits, registered name or ETS table of its
+  own; a heap under 512 KB), it waits for the next beam call rather than
+  exit, since starting a task costs more than the rest of a short beam call.
+  Otherwise it exits and the next call gets a new process. At most 16 wait;
+  one idle for 5 s hibernates. An
   exception, exit or throw becomes an `:exception` reply (`type` the
   exception's module, `"exit"` or `"throw"`); a wrong number of arguments
   `:bad_arguments`; a task killed from outside `:cancelled`. When Python stops
@@ -321,8 +328,8 @@ defmodule Snakepit.Worker do
   end
 
   # (1.1) a BEAM function's task replied, or its timeout ran out (§9)
-  def handle_info({:"$snakepit_beam_done", port, ref, bin}, state) do
-    {:noreply, BeamCalls.done(port, ref, bin, state)}
+  def handle_info({:"$snakepit_beam_done", port, ref, bin, reuse?}, state) do
+    {:noreply, BeamCalls.done(port, ref, bin, reuse?, state)}
   end
 
   def handle_info({:"$snakepit_beam_timeout", port, ref}, state) do

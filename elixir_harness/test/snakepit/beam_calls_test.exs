@@ -31,11 +31,42 @@ defmodule Snakepit.BeamCallsTest do
           {:error, e} -> raise e
         end
       end,
+      # where a call ran, and what it left behind there
+      "where" => fn -> ran_in(test) end,
+      "raise_in" => fn ->
+        ran_in(test)
+        raise ArgumentError, "gone"
+      end,
+      "leave_dict" => fn -> ran_in(test, fn -> Process.put(:leftover, 1) end) end,
+      "leave_link" => fn -> ran_in(test, fn -> spawn_link(fn -> Process.sleep(2_000) end) end) end,
+      "leave_monitor" => fn -> ran_in(test, fn -> Process.monitor(test) end) end,
+      "leave_message" => fn -> ran_in(test, fn -> send(self(), :stray) end) end,
+      "leave_trap" => fn -> ran_in(test, fn -> Process.flag(:trap_exit, true) end) end,
+      "leave_table" => fn -> ran_in(test, fn -> :ets.new(:leftover, []) end) end,
+      "leave_name" => fn ->
+        ran_in(test, fn ->
+          Process.register(self(), :"leftover_#{System.unique_integer([:positive])}")
+        end)
+      end,
+      "grow_heap" => fn ->
+        # (a list of 100 000 held in the dictionary while the call runs: a big heap after it)
+        ran_in(test, fn ->
+          Process.put(:big, Enum.to_list(1..100_000))
+          Process.delete(:big)
+        end)
+      end,
       "aecho_back" => fn x ->
         {:ok, v} = Worker.call(name, %{method: "aecho", args: [x]}, timeout: 10_000)
         v
       end
     }
+  end
+
+  # Tells the test which process ran the call (after `leave`, what it leaves behind).
+  defp ran_in(test, leave \\ fn -> :ok end) do
+    leave.()
+    send(test, {:ran_in, self()})
+    :ok
   end
 
   defp start_worker(opts \\ []) do
@@ -185,6 +216,66 @@ defmodule Snakepit.BeamCallsTest do
     test "1000 concurrent beam calls from async code", %{w: w} do
       assert {:ok, results} = call(w, "amany", ["double", 1000], timeout: 60_000)
       assert results == Enum.map(0..999, &(&1 * 2))
+    end
+  end
+
+  describe "runners: the process a beam call runs in" do
+    setup do
+      {w, name} = start_worker()
+      %{w: w, name: name}
+    end
+
+    defp ran_where(w, function) do
+      assert {:ok, _} = call(w, "ask_error", [function])
+      assert_receive {:ran_in, pid}, 5_000
+      pid
+    end
+
+    test "one that finished clean runs the next call; one at a time", %{w: w} do
+      first = ran_where(w, "where")
+      assert ran_where(w, "where") == first
+      # under the worker's Task.Supervisor, not the worker itself
+      sup = :sys.get_state(w).beam_sup
+      assert first in Task.Supervisor.children(sup)
+      refute first == w
+    end
+
+    test "one whose function raised, or left something behind, is not reused", %{w: w} do
+      for function <-
+            ~w(raise_in leave_dict leave_link leave_monitor leave_message leave_trap leave_table
+               leave_name grow_heap) do
+        ran_where(w, "where")
+        dirty = ran_where(w, function)
+        assert_down(dirty)
+        refute ran_where(w, "where") == dirty, "#{function}: its runner served another call"
+      end
+    end
+
+    test "at most 16 wait idle after a burst; stopping the worker ends them all", %{w: w} do
+      assert {:ok, _} = call(w, "amany", ["double", 200], timeout: 60_000)
+      sup = :sys.get_state(w).beam_sup
+      assert wait_until(fn -> length(Task.Supervisor.children(sup)) <= 16 end)
+      assert length(:sys.get_state(w).beam_idle) == length(Task.Supervisor.children(sup))
+      ref = Process.monitor(sup)
+      GenServer.stop(w)
+      assert_receive {:DOWN, ^ref, :process, ^sup, _}, 5_000
+    end
+
+    test "an idle one killed from outside is forgotten; the next call gets a new one", %{w: w} do
+      idle = ran_where(w, "where")
+      Process.exit(idle, :kill)
+      assert_down(idle)
+      assert wait_until(fn -> :sys.get_state(w).beam_idle == [] end)
+      refute ran_where(w, "where") == idle
+    end
+
+    test "idle ones outlive a crash of the Python process and serve its successor", %{w: w} do
+      idle = ran_where(w, "where")
+      os_pid = Worker.info(w).os_pid
+      System.cmd("kill", ["-9", to_string(os_pid)])
+      assert wait_until(fn -> ok_or_nil(call(w, "echo", [1])) end)
+      refute Worker.info(w).os_pid == os_pid
+      assert ran_where(w, "where") == idle
     end
   end
 

@@ -4,25 +4,41 @@ defmodule Snakepit.Worker.BeamCalls do
   # worker's `:beam_functions` served to its Python process.
   #
   # Each `{:beam_call, ref, name, args, opts}` runs in a process of its own
-  # under the worker's Task.Supervisor (started with the first worker that has
-  # functions), never in the Worker GenServer: the function may take as long
-  # as it likes, call the pool, or call this very worker. The task encodes its
-  # reply itself (`term_to_binary`) and hands the binary to the worker, which
-  # is the one arbiter of "exactly one reply per ref": a reply, a timeout, an
-  # exit and a `{:beam_cancel, ref}` race, and whichever the worker sees first
-  # wins; the others find the ref gone.
+  # (a *runner*: one beam call at a time) under the worker's Task.Supervisor
+  # (started with the first worker that has functions), never in the Worker
+  # GenServer: the function may take as long as it likes, call the pool, or
+  # call this very worker. The runner encodes its reply itself
+  # (`term_to_binary`) and hands the binary to the worker, which is the one
+  # arbiter of "exactly one reply per ref": a reply, a timeout, an exit and a
+  # `{:beam_cancel, ref}` race, and whichever the worker sees first wins; the
+  # others find the ref gone.
+  #
+  # A runner that finished its call clean (the function returned, and left the
+  # process as it found it: no links, monitors, messages, dictionary entries,
+  # trapped exits, registered name or group leader of its own, a small heap)
+  # waits for the next call instead of exiting: starting a task under the
+  # supervisor costs more than the rest of a short beam call on the BEAM side
+  # (docs/benchmarks.md). Anything else, and it exits; the next call gets a
+  # new one. At most @idle_max wait; an idle runner hibernates after
+  # @hibernate_after ms.
   #
   # These functions take and return the worker's state map and own its
   # `:beam_fns` (name => fun), `:beam_sup`, `:beam` (ref => entry), `:beam_tasks`
-  # (task pid => ref) and `:beam_open` (false once the worker is stopping).
+  # (runner pid => the ref it serves), `:beam_runners` (every runner's pid =>
+  # the worker's monitor of it), `:beam_idle` (runners waiting for a call) and
+  # `:beam_open` (false once the worker is stopping).
 
   require Logger
 
   alias Snakepit.Worker.Wire
 
+  @idle_max 16
+  @hibernate_after 5_000
+  # (words: a runner whose heap grew past this is not kept)
+  @heap_max 65_536
+
   @type entry :: %{
           pid: pid(),
-          mon: reference(),
           timer: reference() | nil,
           name: String.t(),
           call_id: non_neg_integer() | nil
@@ -36,6 +52,8 @@ defmodule Snakepit.Worker.BeamCalls do
       beam_sup: nil,
       beam: %{},
       beam_tasks: %{},
+      beam_runners: %{},
+      beam_idle: [],
       beam_open: true
     }
   end
@@ -110,39 +128,21 @@ defmodule Snakepit.Worker.BeamCalls do
   end
 
   defp run(ref, name, fun, args, opts, state) do
-    worker = self()
-    port = state.port
     call_id = Map.get(opts, :call_id)
-
-    meta = %{
-      worker: worker,
-      worker_id: name(state),
-      call_id: call_id,
-      function: name,
-      ref: ref
-    }
-
-    {:ok, pid} =
-      Task.Supervisor.start_child(state.beam_sup, __MODULE__, :execute, [
-        worker,
-        port,
-        fun,
-        args,
-        meta
-      ])
-
-    mon = Process.monitor(pid)
+    {pid, state} = runner(state)
+    meta = %{worker: self(), worker_id: name(state), call_id: call_id, function: name, ref: ref}
+    send(pid, {:"$snakepit_beam_run", state.port, ref, fun, args, meta})
 
     timer =
       case Map.get(opts, :timeout_ms) do
         ms when is_number(ms) and ms > 0 ->
-          Process.send_after(worker, {:"$snakepit_beam_timeout", port, ref}, ceil(ms))
+          Process.send_after(self(), {:"$snakepit_beam_timeout", state.port, ref}, ceil(ms))
 
         _ ->
           nil
       end
 
-    entry = %{pid: pid, mon: mon, timer: timer, name: name, call_id: call_id}
+    entry = %{pid: pid, timer: timer, name: name, call_id: call_id}
 
     %{
       state
@@ -151,11 +151,44 @@ defmodule Snakepit.Worker.BeamCalls do
     }
   end
 
-  # In the task: run the function, encode the reply, hand it to the worker.
+  # An idle runner, or a new one (monitored for its whole life).
+  defp runner(%{beam_idle: [pid | idle]} = state), do: {pid, %{state | beam_idle: idle}}
+
+  defp runner(state) do
+    {:ok, pid} = Task.Supervisor.start_child(state.beam_sup, __MODULE__, :serve, [self()])
+    {pid, %{state | beam_runners: Map.put(state.beam_runners, pid, Process.monitor(pid))}}
+  end
+
+  # --- in the runner
+
   @doc false
-  def execute(worker, port, fun, args, meta) do
+  # The runner's body: one beam call at a time, for as long as each leaves it
+  # clean. (What clean is, is seen at the first call: the worker's monitor is
+  # in place by then.)
+  def serve(worker), do: wait(worker, nil)
+
+  @doc false
+  def wait(worker, clean) do
+    receive do
+      {:"$snakepit_beam_run", port, ref, fun, args, meta} ->
+        clean = clean || fingerprint()
+        tables = :erlang.system_info(:ets_count)
+        {outcome, ok?} = execute(fun, args, meta)
+        reuse? = ok? and reusable?(clean, tables)
+        send(worker, {:"$snakepit_beam_done", port, ref, encode(ref, outcome), reuse?})
+        if reuse?, do: wait(worker, clean), else: :ok
+
+      :"$snakepit_beam_retire" ->
+        :ok
+    after
+      @hibernate_after -> :erlang.hibernate(__MODULE__, :wait, [worker, clean])
+    end
+  end
+
+  # Run the function as the only thing this process does.
+  defp execute(fun, args, meta) do
     Process.put(:"$snakepit_beam_call", meta)
-    # (a new process has no Logger metadata: set, not merged; a nil call_id is left out)
+    # (set, not merged: what a previous call set is gone; a nil call_id is left out)
     logger_meta = %{snakepit_worker: meta.worker_id, beam_function: meta.function}
 
     :logger.set_process_metadata(
@@ -164,36 +197,84 @@ defmodule Snakepit.Worker.BeamCalls do
 
     outcome =
       try do
-        {:ok, apply(fun, args)}
+        {{:ok, apply(fun, args)}, true}
       rescue
-        e -> {:error, exception(e, __STACKTRACE__)}
+        e -> {{:error, exception(e, __STACKTRACE__)}, false}
       catch
-        :exit, reason -> {:error, error(:exception, "exit", "exited: #{inspect(reason)}")}
-        :throw, value -> {:error, error(:exception, "throw", "threw: #{inspect(value)}")}
+        :exit, reason ->
+          {{:error, error(:exception, "exit", "exited: #{inspect(reason)}")}, false}
+
+        :throw, value ->
+          {{:error, error(:exception, "throw", "threw: #{inspect(value)}")}, false}
       end
 
-    send(worker, {:"$snakepit_beam_done", port, meta.ref, encode(meta.ref, outcome)})
+    Process.delete(:"$snakepit_beam_call")
+    :logger.unset_process_metadata()
+    outcome
+  end
+
+  # Whether the next call may run here: the process is as the first call found
+  # it, its heap is small, and no ETS table came into being during the call
+  # (one it owns would outlive the call; the count is the node's, so a table
+  # made elsewhere meanwhile costs a new runner, never a leak).
+  defp reusable?(clean, tables) do
+    {:total_heap_size, words} = Process.info(self(), :total_heap_size)
+
+    words <= @heap_max and :erlang.system_info(:ets_count) <= tables and
+      fingerprint() == clean
+  end
+
+  # What a function could leave behind in its process that the next call would inherit.
+  defp fingerprint do
+    info =
+      Process.info(self(), [
+        :links,
+        :monitors,
+        :monitored_by,
+        :trap_exit,
+        :message_queue_len,
+        :registered_name,
+        :group_leader,
+        :priority,
+        :error_handler
+      ])
+
+    # (the dictionary in a fixed order: its listing's order may change as keys come and go)
+    [:lists.sort(Process.get()) | info]
   end
 
   defp encode(ref, outcome), do: :erlang.term_to_binary({:beam_reply, ref, outcome})
 
-  @doc "The task for `ref` replied (`bin` is the encoded frame)."
-  @spec done(port(), term(), binary(), map()) :: map()
-  def done(port, ref, bin, %{port: port} = state) do
+  @doc """
+  The runner serving `ref` replied (`bin` is the encoded frame); `reuse?`: it
+  waits for another call.
+  """
+  @spec done(port(), term(), binary(), boolean(), map()) :: map()
+  def done(port, ref, bin, reuse?, %{port: port} = state) do
     case take(ref, state) do
       {nil, state} ->
+        # (its timeout or cancel came first: that killed the runner)
         state
 
       {entry, state} ->
-        Process.demonitor(entry.mon, [:flush])
         command(port, bin)
-        state
+        if reuse?, do: idle(entry.pid, state), else: state
     end
   end
 
-  def done(_stale_port, _ref, _bin, state), do: state
+  # (a reply to a Python process that is gone: kill_all killed its runner)
+  def done(_stale_port, _ref, _bin, _reuse?, state), do: state
 
-  @doc "The timeout of `ref` ran out: its task is killed and `:timeout` sent."
+  # A runner that finished clean: kept for the next call, or let go.
+  defp idle(pid, %{beam_open: true, beam_idle: idle} = state) when length(idle) < @idle_max,
+    do: %{state | beam_idle: [pid | idle]}
+
+  defp idle(pid, state) do
+    send(pid, :"$snakepit_beam_retire")
+    state
+  end
+
+  @doc "The timeout of `ref` ran out: its runner is killed and `:timeout` sent."
   @spec timeout(port(), term(), map()) :: map()
   def timeout(port, ref, %{port: port} = state) do
     case take(ref, state) do
@@ -201,7 +282,7 @@ defmodule Snakepit.Worker.BeamCalls do
         state
 
       {entry, state} ->
-        stop_task(entry)
+        state = stop_runner(entry, state)
 
         reply_error(
           state,
@@ -214,35 +295,37 @@ defmodule Snakepit.Worker.BeamCalls do
 
   def timeout(_stale_port, _ref, state), do: state
 
-  @doc "`{:beam_cancel, ref}`: Python stopped waiting; the task is killed and nothing is sent."
+  @doc "`{:beam_cancel, ref}`: Python stopped waiting; the runner is killed and nothing is sent."
   @spec cancel(term(), map()) :: map()
   def cancel(ref, state) do
     case take(ref, state) do
-      {nil, state} ->
-        state
-
-      {entry, state} ->
-        stop_task(entry)
-        state
+      {nil, state} -> state
+      {entry, state} -> stop_runner(entry, state)
     end
   end
 
   @doc """
-  A `:DOWN`: `{:ok, state}` when it was a beam task's (it ended without a
-  reply: killed from outside is `:cancelled`, any other exit `:exception`),
-  `:error` when the monitor is not one of ours.
+  A `:DOWN`: `{:ok, state}` when it was a runner's (one that ended in a call,
+  without a reply: killed from outside is `:cancelled`, any other exit
+  `:exception`), `:error` when the monitor is not one of ours.
   """
   @spec down(pid(), reference(), term(), map()) :: {:ok, map()} | :error
-  def down(pid, mon, reason, %{beam_tasks: tasks} = state) do
-    case tasks do
-      %{^pid => ref} ->
-        case Map.get(state.beam, ref) do
-          %{mon: ^mon} ->
+  def down(pid, mon, reason, %{beam_runners: runners} = state) do
+    case runners do
+      %{^pid => ^mon} ->
+        state = %{
+          state
+          | beam_runners: Map.delete(runners, pid),
+            beam_idle: List.delete(state.beam_idle, pid)
+        }
+
+        case state.beam_tasks do
+          %{^pid => ref} ->
             {_entry, state} = take(ref, state)
             {:ok, reply_exit(state, ref, reason)}
 
           _ ->
-            {:ok, %{state | beam_tasks: Map.delete(tasks, pid)}}
+            {:ok, state}
         end
 
       _ ->
@@ -261,19 +344,22 @@ defmodule Snakepit.Worker.BeamCalls do
 
   @doc """
   The beam call a call from `caller` is made under, when `caller` is one of
-  this worker's beam tasks (a BEAM function calling back into its own worker):
-  the call then carries `beam_call: ref`, so that Python can refuse one that
-  would deadlock.
+  this worker's runners serving a call (a BEAM function calling back into its
+  own worker): the call then carries `beam_call: ref`, so that Python can
+  refuse one that would deadlock.
   """
   @spec reentry(map(), pid()) :: term() | nil
   def reentry(%{beam_tasks: tasks}, caller), do: Map.get(tasks, caller)
 
-  @doc "The Python process ended: every beam call's task is killed (there is no one to reply to)."
+  @doc """
+  The Python process ended: the runners of the beam calls in flight are killed
+  (there is no one to reply to); idle ones stay for the next process.
+  """
   @spec kill_all(map()) :: map()
   def kill_all(%{beam: beam} = state) when map_size(beam) == 0, do: state
 
   def kill_all(state) do
-    for {_ref, entry} <- state.beam, do: stop_task(entry)
+    state = Enum.reduce(state.beam, state, fn {_ref, entry}, acc -> stop_runner(entry, acc) end)
     %{state | beam: %{}, beam_tasks: %{}}
   end
 
@@ -283,7 +369,8 @@ defmodule Snakepit.Worker.BeamCalls do
     for {ref, _entry} <- state.beam,
         do: reply_error(state, ref, :cancelled, "the worker is stopping")
 
-    %{kill_all(state) | beam_open: false}
+    for pid <- state.beam_idle, do: send(pid, :"$snakepit_beam_retire")
+    %{kill_all(state) | beam_idle: [], beam_open: false}
   end
 
   defp take(ref, state) do
@@ -297,10 +384,14 @@ defmodule Snakepit.Worker.BeamCalls do
     end
   end
 
-  defp stop_task(entry) do
-    Process.demonitor(entry.mon, [:flush])
+  # A runner in the middle of a call is killed: nothing of it comes back (its
+  # monitor flushed, its timer cancelled).
+  defp stop_runner(entry, state) do
+    {mon, runners} = Map.pop(state.beam_runners, entry.pid)
+    if mon, do: Process.demonitor(mon, [:flush])
     if entry.timer, do: Process.cancel_timer(entry.timer)
     Process.exit(entry.pid, :kill)
+    %{state | beam_runners: runners}
   end
 
   defp reply_error(state, ref, kind, message, type \\ nil) do
