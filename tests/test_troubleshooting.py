@@ -81,6 +81,11 @@ def spin():
 
 
 @snakepit_py.method
+def stuck():
+    time.sleep(3)  # (one long sleep: an interrupt lands only after it)
+
+
+@snakepit_py.method
 def weird():
     return object()
 
@@ -298,7 +303,9 @@ def test_the_rpc_deadline_passed(grpc_worker: object) -> None:
 
     with GrpcClient(grpc_worker.address, token="s3cret") as client:  # type: ignore[attr-defined]
         with pytest.raises(CallError) as info:
-            client.start_call("spin", timeout=0.5).wait(60)
+            # (the worker's own deadline is the RPC's: with a method it interrupts at
+            # once, the two race; one it cannot interrupt for 3 s loses the race)
+            client.start_call("stuck", timeout=0.5).wait(60)
         assert info.value.kind == "timeout"
         assert_shown("The RPC's deadline passed", str(info.value))
         assert client.call("add", 1, 2, timeout=60) == 3
