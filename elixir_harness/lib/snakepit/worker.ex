@@ -73,21 +73,22 @@ defmodule Snakepit.Worker do
 
   Each `{:beam_call}` from Python runs in its own process under a
   `Task.Supervisor` of this worker, never in the worker itself, with the
-  timeout Python gave (it is killed when it runs out: `:timeout`). Such a
-  process runs one beam call at a time; when its function returned and left
-  the process as it found it (no links, monitors, messages, process
-  dictionary entries, trapped exits, registered name or ETS table of its
-  own; a heap under 512 KB), it waits for the next beam call rather than
-  exit, since starting a task costs more than the rest of a short beam call.
-  Otherwise it exits and the next call gets a new process. At most 16 wait;
-  one idle for 5 s hibernates. An
+  timeout Python gave (it is killed when it runs out: `:timeout`). An
   exception, exit or throw becomes an `:exception` reply (`type` the
   exception's module, `"exit"` or `"throw"`); a wrong number of arguments
-  `:bad_arguments`; a task killed from outside `:cancelled`. When Python stops
-  waiting (its timeout, or its call was cancelled) the task is killed. When
-  the Python process ends, every such task is killed; when the worker stops,
-  they get `:cancelled`. `beam_call_context/0` tells the function which worker
-  and which call it serves.
+  `:bad_arguments`; a process killed from outside `:cancelled`. When Python
+  stops waiting (its timeout, or its call was cancelled) the process is
+  killed. When the Python process ends, every beam call's process is killed;
+  when the worker stops, the calls get `:cancelled`. `beam_call_context/0`
+  tells the function which worker and which call it serves.
+
+  Such a process runs one beam call at a time. When its function returned
+  and left the process as it found it (no links, monitors, messages, process
+  dictionary entries, trapped exits, registered name or ETS table of its
+  own; a heap under 512 KB), it waits for the next beam call rather than
+  exit: starting a task costs more than the rest of a short beam call.
+  Otherwise it exits and the next call gets a new process. At most 16 wait;
+  one idle for 5 s hibernates.
 
   A BEAM function may call its own worker. With `--threads 1` (the default),
   while a sync method waits for that function, the worker's one sync thread
