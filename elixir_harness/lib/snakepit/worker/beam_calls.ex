@@ -15,12 +15,12 @@ defmodule Snakepit.Worker.BeamCalls do
   #
   # A runner that finished its call clean (the function returned, and left the
   # process as it found it: no links, monitors, messages, dictionary entries,
-  # trapped exits, registered name or group leader of its own, a small heap)
-  # waits for the next call instead of exiting: starting a task under the
-  # supervisor costs more than the rest of a short beam call on the BEAM side
-  # (docs/benchmarks.md). Anything else, and it exits; the next call gets a
-  # new one. At most @idle_max wait; an idle runner hibernates after
-  # @hibernate_after ms.
+  # trapped exits, registered name or group leader of its own, no ETS table
+  # made, a small heap; `reusable?/2`) waits for the next call instead of
+  # exiting: starting a task under the supervisor costs more than the rest of
+  # a short beam call on the BEAM side (docs/benchmarks.md). Anything else,
+  # and it exits; the next call gets a new one. At most @idle_max wait; an
+  # idle runner hibernates after @hibernate_after ms.
   #
   # These functions take and return the worker's state map and own its
   # `:beam_fns` (name => fun), `:beam_sup`, `:beam` (ref => entry), `:beam_tasks`
